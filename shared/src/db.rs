@@ -1,0 +1,392 @@
+//! Postgres: the connection (TLS as `sslmode` asks, SNI for Neon, reconnect after Neon suspends an
+//! idle compute) and the queries the jobs share. Every statement goes through the unnamed
+//! statement (`query_typed`), so PgBouncer in transaction mode works as well as a direct
+//! connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use native_tls::TlsConnector;
+use postgres_native_tls::MakeTlsConnector;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, RowStream};
+use url::Url;
+
+use crate::config::ConfigError;
+use crate::error::Error;
+
+/// The two kinds of record that carry QR tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Students,
+    Stalls,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Students, Kind::Stalls];
+
+    pub fn table(self) -> &'static str {
+        match self {
+            Kind::Students => "students",
+            Kind::Stalls => "stalls",
+        }
+    }
+
+    /// "Students" / "Stalls", as summaries print it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Kind::Students => "Students",
+            Kind::Stalls => "Stalls",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.table())
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "students" | "student" => Ok(Kind::Students),
+            "stalls" | "stall" => Ok(Kind::Stalls),
+            other => Err(format!("`{other}` is not a kind (students or stalls)")),
+        }
+    }
+}
+
+/// TLS as libpq's `sslmode` defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// A parsed `NEON_DATABASE_URL`. `Debug` shows no password (tokio-postgres redacts it).
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub tls: TlsMode,
+    config: tokio_postgres::Config,
+}
+
+impl DatabaseSettings {
+    /// Parses a `postgres://` URL, accepting libpq's `sslmode` values (tokio-postgres itself knows
+    /// only disable/prefer/require) and Neon's `options=endpoint%3D...`.
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            name: "NEON_DATABASE_URL",
+            reason,
+        };
+        let mut parsed =
+            Url::parse(url).map_err(|error| invalid(format!("not a URL ({error})")))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(invalid(
+                "must start with postgres:// or postgresql://".into(),
+            ));
+        }
+        let mut tls = TlsMode::Prefer;
+        let mut kept = Vec::new();
+        for (key, value) in parsed.query_pairs() {
+            if key == "sslmode" {
+                tls = match value.as_ref() {
+                    "disable" => TlsMode::Disable,
+                    "allow" | "prefer" => TlsMode::Prefer,
+                    "require" => TlsMode::Require,
+                    "verify-ca" => TlsMode::VerifyCa,
+                    "verify-full" => TlsMode::VerifyFull,
+                    other => return Err(invalid(format!("sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"))),
+                };
+            } else {
+                kept.push((key.into_owned(), value.into_owned()));
+            }
+        }
+        let sslmode = match tls {
+            TlsMode::Disable => "disable",
+            TlsMode::Prefer => "prefer",
+            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => "require",
+        };
+        parsed
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(kept)
+            .append_pair("sslmode", sslmode);
+        let mut config: tokio_postgres::Config = parsed
+            .as_str()
+            .parse()
+            .map_err(|error: tokio_postgres::Error| invalid(error.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("qr-functions");
+        }
+        Ok(DatabaseSettings { tls, config })
+    }
+
+    /// The session `options` (Neon's `endpoint=...`), for tests and diagnostics.
+    pub fn options(&self) -> Option<&str> {
+        self.config.get_options()
+    }
+
+    /// Where it connects, without credentials: for log lines.
+    pub fn describe(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            #[cfg(unix)]
+            Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+            None => "localhost".into(),
+        };
+        let db = self.config.get_dbname().unwrap_or("(default)");
+        format!("{host}/{db} (sslmode {:?})", self.tls)
+    }
+
+    fn tls_connector(&self) -> Result<MakeTlsConnector, Error> {
+        let mut builder = TlsConnector::builder();
+        // libpq checks nothing under prefer/require and only the chain under verify-ca; SNI is
+        // sent in every mode, which Neon's proxy routes on.
+        match self.tls {
+            TlsMode::Disable | TlsMode::Prefer | TlsMode::Require => {
+                builder
+                    .danger_accept_invalid_certs(true)
+                    .danger_accept_invalid_hostnames(true);
+            }
+            TlsMode::VerifyCa => {
+                builder.danger_accept_invalid_hostnames(true);
+            }
+            TlsMode::VerifyFull => {}
+        }
+        Ok(MakeTlsConnector::new(builder.build()?))
+    }
+
+    /// Opens a connection and drives it on the runtime.
+    pub async fn connect(&self) -> Result<Client, Error> {
+        let (client, connection) = self
+            .config
+            .connect(self.tls_connector()?)
+            .await
+            .map_err(|source| Error::postgres("connecting", source))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::warn!(error = %error, "Postgres connection closed");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// One connection kept across invocations: made at cold start when it can be, checked before
+/// each use, and made again when the server has closed it.
+pub struct Database {
+    settings: DatabaseSettings,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl Database {
+    pub fn new(settings: DatabaseSettings) -> Self {
+        Database {
+            settings,
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn settings(&self) -> &DatabaseSettings {
+        &self.settings
+    }
+
+    /// A live client: the kept one if it still answers, else a new one.
+    pub async fn client(&self) -> Result<Arc<Client>, Error> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref() {
+            if !client.is_closed() && Self::answers(client).await {
+                return Ok(Arc::clone(client));
+            }
+            tracing::info!("Postgres connection lost; reconnecting");
+        }
+        *slot = None;
+        let client = Arc::new(self.settings.connect().await?);
+        *slot = Some(Arc::clone(&client));
+        Ok(client)
+    }
+
+    async fn answers(client: &Client) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), client.simple_query("")).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// Which rows a warm covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowFilter {
+    /// Only these ids (after a token regeneration); empty means every row.
+    pub ids: Vec<uuid::Uuid>,
+    /// This invocation's share of the rows.
+    pub shard: Option<Shard>,
+}
+
+/// Shard `index` of `count`: rows are split by a hash of their id, so the shards of one split
+/// cover every row exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Shard {
+    index: i64,
+    count: i64,
+}
+
+impl Shard {
+    pub fn new(index: u32, count: u32) -> Result<Self, String> {
+        if count == 0 || index >= count {
+            return Err(format!(
+                "shard {index} of {count} does not exist: need 0 <= shard < shards"
+            ));
+        }
+        Ok(Shard {
+            index: index.into(),
+            count: count.into(),
+        })
+    }
+
+    pub fn index(&self) -> i64 {
+        self.index
+    }
+
+    pub fn count(&self) -> i64 {
+        self.count
+    }
+}
+
+type Params<'a> = Vec<(&'a (dyn ToSql + Sync), Type)>;
+
+impl RowFilter {
+    fn condition(&self) -> (String, Params<'_>) {
+        let mut sql = String::from("qr_code_token IS NOT NULL AND qr_code_token <> ''");
+        let mut params: Params<'_> = Vec::new();
+        if !self.ids.is_empty() {
+            params.push((&self.ids, Type::UUID_ARRAY));
+            sql.push_str(&format!(" AND id = ANY(${})", params.len()));
+        }
+        if let Some(shard) = &self.shard {
+            params.push((&shard.count, Type::INT8));
+            params.push((&shard.index, Type::INT8));
+            // hashtext is stable across servers and versions, so every shard agrees on the split.
+            sql.push_str(&format!(
+                " AND mod(abs(hashtext(id::text)::bigint), ${}) = ${}",
+                params.len() - 1,
+                params.len()
+            ));
+        }
+        (sql, params)
+    }
+}
+
+/// How many rows of `kind` match `filter`, for progress and the "Found N" line.
+pub async fn count_tokens(client: &Client, kind: Kind, filter: &RowFilter) -> Result<u64, Error> {
+    let (condition, params) = filter.condition();
+    let sql = format!("SELECT count(*) FROM {} WHERE {condition}", kind.table());
+    let rows = client
+        .query_typed(&sql, &params)
+        .await
+        .map_err(|source| Error::postgres("counting rows with QR tokens", source))?;
+    let count: i64 = rows.first().map(|row| row.get(0)).unwrap_or(0);
+    Ok(count.max(0) as u64)
+}
+
+/// Streams `(id, qr_code_token)` of the matching rows; rows arrive as the server sends them, so
+/// memory stays flat whatever the table's size.
+pub async fn stream_tokens(
+    client: &Client,
+    kind: Kind,
+    filter: &RowFilter,
+) -> Result<RowStream, Error> {
+    let (condition, params) = filter.condition();
+    let sql = format!(
+        "SELECT id::text, qr_code_token FROM {} WHERE {condition}",
+        kind.table()
+    );
+    client
+        .query_typed_raw(&sql, params)
+        .await
+        .map_err(|source| Error::postgres("reading QR tokens", source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_sslmodes_map_to_tls_modes() {
+        for (mode, expected) in [
+            ("disable", TlsMode::Disable),
+            ("prefer", TlsMode::Prefer),
+            ("require", TlsMode::Require),
+            ("verify-ca", TlsMode::VerifyCa),
+            ("verify-full", TlsMode::VerifyFull),
+        ] {
+            let settings =
+                DatabaseSettings::parse(&format!("postgres://u:p@h/db?sslmode={mode}")).unwrap();
+            assert_eq!(settings.tls, expected, "{mode}");
+        }
+        assert_eq!(
+            DatabaseSettings::parse("postgres://h/db").unwrap().tls,
+            TlsMode::Prefer
+        );
+    }
+
+    #[test]
+    fn neon_urls_keep_their_endpoint_option_and_channel_binding() {
+        let url = "postgresql://neondb_owner:npg_pw@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?sslmode=require&channel_binding=require&options=endpoint%3Dep-cool-darkness-123456";
+        let settings = DatabaseSettings::parse(url).unwrap();
+        assert_eq!(settings.tls, TlsMode::Require);
+        assert_eq!(settings.options(), Some("endpoint=ep-cool-darkness-123456"));
+        let described = settings.describe();
+        assert_eq!(
+            described,
+            "ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb (sslmode Require)"
+        );
+        assert!(!format!("{settings:?}").contains("npg_pw"));
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        assert!(DatabaseSettings::parse("mysql://h/db").is_err());
+        assert!(DatabaseSettings::parse("postgres://h/db?sslmode=bogus").is_err());
+        assert!(DatabaseSettings::parse("postgres://h/db?nonsense=1").is_err());
+    }
+
+    #[test]
+    fn filter_adds_ids_and_shard_conditions() {
+        let filter = RowFilter {
+            ids: vec![uuid::Uuid::nil()],
+            shard: Some(Shard::new(1, 4).unwrap()),
+        };
+        let (sql, params) = filter.condition();
+        assert!(sql.contains("id = ANY($1)"), "{sql}");
+        assert!(
+            sql.contains("mod(abs(hashtext(id::text)::bigint), $2) = $3"),
+            "{sql}"
+        );
+        assert_eq!(params.len(), 3);
+    }
+
+    #[test]
+    fn shards_must_exist() {
+        assert!(Shard::new(0, 0).is_err());
+        assert!(Shard::new(4, 4).is_err());
+        assert!(Shard::new(3, 4).is_ok());
+    }
+
+    #[test]
+    fn kinds_parse_loosely() {
+        assert_eq!("Students".parse::<Kind>().unwrap(), Kind::Students);
+        assert_eq!("stall".parse::<Kind>().unwrap(), Kind::Stalls);
+        assert!("teachers".parse::<Kind>().is_err());
+    }
+}

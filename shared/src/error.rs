@@ -1,0 +1,65 @@
+//! One error type for the jobs, with the context a person needs to act (which step, which key).
+//! Messages never carry secrets: connection strings are not part of any variant.
+
+use crate::config::ConfigError;
+use crate::qr::RenderError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    #[error("Postgres: {context}: {}", describe_postgres(.source))]
+    Postgres {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("Redis: {context}: {source}")]
+    Redis {
+        context: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+
+    #[error("TLS setup: {0}")]
+    Tls(#[from] native_tls::Error),
+
+    #[error("QR rendering: {0}")]
+    Render(#[from] RenderError),
+
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    pub fn postgres(context: &'static str, source: tokio_postgres::Error) -> Self {
+        Error::Postgres { context, source }
+    }
+
+    pub fn redis(context: &'static str, source: redis::RedisError) -> Self {
+        Error::Redis { context, source }
+    }
+}
+
+/// tokio-postgres prints only "db error" for server errors; the server's message is what a
+/// person needs ("relation \"students\" does not exist").
+fn describe_postgres(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The shared library of the QR functions: each function's `main.rs` wires these to one event.
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod qr;

@@ -1,0 +1,302 @@
+//! QR rendering: a token becomes a crisp 1-bit PNG and the `data:image/png;base64,` string the
+//! app's QR service stores and reads. This is the one render function every caller uses.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+/// Prefix of every cached value; the app's QR service serves exactly this string.
+pub const DATA_URL_PREFIX: &str = "data:image/png;base64,";
+
+/// Error correction level, as the app's `QR_ECC` setting names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ecc {
+    L,
+    M,
+    Q,
+    H,
+}
+
+impl std::str::FromStr for Ecc {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "L" => Ok(Ecc::L),
+            "M" => Ok(Ecc::M),
+            "Q" => Ok(Ecc::Q),
+            "H" => Ok(Ecc::H),
+            other => Err(format!(
+                "`{other}` is not an error correction level (L, M, Q or H)"
+            )),
+        }
+    }
+}
+
+/// How images are drawn. The defaults are the app's own (`width: 400, margin: 4`, level H).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QrSettings {
+    pub width_px: u32,
+    pub margin_modules: u32,
+    pub ecc: Ecc,
+}
+
+impl Default for QrSettings {
+    fn default() -> Self {
+        QrSettings {
+            width_px: 400,
+            margin_modules: 4,
+            ecc: Ecc::H,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("token of {0} bytes is too long for a QR code at this error correction level")]
+    TooLong(usize),
+    #[error("the token is empty")]
+    Empty,
+    #[error("PNG encoding failed: {0}")]
+    Png(#[from] png::EncodingError),
+}
+
+/// Where one render spent its time, summed by the warmer into its stage figures.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RenderTimings {
+    pub matrix: Duration,
+    pub png: Duration,
+    pub base64: Duration,
+}
+
+impl std::ops::AddAssign for RenderTimings {
+    fn add_assign(&mut self, other: Self) {
+        self.matrix += other.matrix;
+        self.png += other.png;
+        self.base64 += other.base64;
+    }
+}
+
+/// A square grid of modules, dark or light, before any margin or scaling.
+pub trait ModuleGrid {
+    fn size(&self) -> usize;
+    fn is_dark(&self, x: usize, y: usize) -> bool;
+}
+
+impl ModuleGrid for fast_qr::QRCode {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn is_dark(&self, x: usize, y: usize) -> bool {
+        self[y][x].value()
+    }
+}
+
+/// Builds the module matrix of `token`. fast_qr is used rather than the `qrcode` crate because it
+/// is about 5x faster on our ~150-byte JWTs at level H with identical decoded content (see
+/// BENCHMARKS.md, "QR encoders").
+pub fn encode_matrix(token: &str, ecc: Ecc) -> Result<fast_qr::QRCode, RenderError> {
+    if token.is_empty() {
+        return Err(RenderError::Empty);
+    }
+    let level = match ecc {
+        Ecc::L => fast_qr::ECL::L,
+        Ecc::M => fast_qr::ECL::M,
+        Ecc::Q => fast_qr::ECL::Q,
+        Ecc::H => fast_qr::ECL::H,
+    };
+    fast_qr::QRBuilder::new(token.as_bytes())
+        .ecl(level)
+        .build()
+        .map_err(|_| RenderError::TooLong(token.len()))
+}
+
+/// Draws `grid` as a 1-bit grayscale PNG exactly `width_px` wide. Each module is a whole number
+/// of pixels so edges stay crisp for phone cameras; the pixels left over widen the quiet zone,
+/// which is never narrower than `margin_modules`.
+pub fn png_from_grid(
+    grid: &impl ModuleGrid,
+    settings: &QrSettings,
+) -> Result<Vec<u8>, RenderError> {
+    let modules = grid.size();
+    let framed = modules + 2 * settings.margin_modules as usize;
+    let scale = (settings.width_px as usize / framed).max(1);
+    let width = (settings.width_px as usize).max(framed * scale);
+    let offset = (width - modules * scale) / 2;
+    let row_bytes = width.div_ceil(8);
+
+    // Bit 1 is white in 1-bit grayscale; start all white and clear the dark modules.
+    let light_row = vec![0xFFu8; row_bytes];
+    let mut pixels = Vec::with_capacity(row_bytes * width);
+    let mut module_row = vec![0u8; row_bytes];
+    for _ in 0..offset {
+        pixels.extend_from_slice(&light_row);
+    }
+    for y in 0..modules {
+        module_row.copy_from_slice(&light_row);
+        for x in 0..modules {
+            if grid.is_dark(x, y) {
+                let start = offset + x * scale;
+                for px in start..start + scale {
+                    module_row[px >> 3] &= !(0x80 >> (px & 7));
+                }
+            }
+        }
+        for _ in 0..scale {
+            pixels.extend_from_slice(&module_row);
+        }
+    }
+    while pixels.len() < row_bytes * width {
+        pixels.extend_from_slice(&light_row);
+    }
+
+    let mut out = Vec::with_capacity(2560);
+    let mut encoder = png::Encoder::new(&mut out, width as u32, width as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::One);
+    encoder.set_compression(PNG_COMPRESSION);
+    encoder.set_filter(PNG_FILTER);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(&pixels)?;
+    writer.finish()?;
+    Ok(out)
+}
+
+// Chosen by measurement (BENCHMARKS.md, "PNG settings"): the smallest images among the fast settings.
+const PNG_COMPRESSION: png::Compression = png::Compression::Balanced;
+const PNG_FILTER: png::Filter = png::Filter::Up;
+
+/// `data:image/png;base64,...` of a PNG: the cache value format.
+pub fn data_url(png: &[u8]) -> String {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut url = String::with_capacity(DATA_URL_PREFIX.len() + png.len().div_ceil(3) * 4);
+    url.push_str(DATA_URL_PREFIX);
+    engine.encode_string(png, &mut url);
+    url
+}
+
+/// Renders `token` to its cache value, noting where the time went.
+pub fn render_data_url(
+    token: &str,
+    settings: &QrSettings,
+) -> Result<(String, RenderTimings), RenderError> {
+    let started = Instant::now();
+    let matrix = encode_matrix(token, settings.ecc)?;
+    let matrix_done = Instant::now();
+    let png = png_from_grid(&matrix, settings)?;
+    let png_done = Instant::now();
+    let url = data_url(&png);
+    let timings = RenderTimings {
+        matrix: matrix_done - started,
+        png: png_done - matrix_done,
+        base64: png_done.elapsed(),
+    };
+    Ok((url, timings))
+}
+
+/// Renders `token` to PNG bytes (for HTTP responses).
+pub fn render_png(token: &str, settings: &QrSettings) -> Result<Vec<u8>, RenderError> {
+    png_from_grid(&encode_matrix(token, settings.ecc)?, settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJuIjoiYTFiMiIsInQiOiJTIiwiciI6IjIwMjEwMDEiLCJpYXQiOjE3MDAwMDAwMDB9.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU";
+
+    fn decode(png_bytes: &[u8]) -> (u32, png::BitDepth, String) {
+        let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+        let mut reader = decoder.read_info().unwrap();
+        let info = reader.info().clone();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut buf).unwrap();
+        // Expand 1-bit rows to 8-bit luma for the QR reader.
+        let width = info.width as usize;
+        let row_bytes = width.div_ceil(8);
+        let luma: Vec<u8> = (0..width * width)
+            .map(|i| {
+                let (y, x) = (i / width, i % width);
+                if buf[y * row_bytes + x / 8] & (0x80 >> (x % 8)) != 0 {
+                    255
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut img =
+            rqrr::PreparedImage::prepare_from_greyscale(width, width, |x, y| luma[y * width + x]);
+        let grids = img.detect_grids();
+        assert_eq!(grids.len(), 1, "one QR code in the image");
+        let (_, content) = grids[0].decode().unwrap();
+        (info.width, info.bit_depth, content)
+    }
+
+    #[test]
+    fn png_is_one_bit_of_the_configured_width_and_decodes_to_the_token() {
+        let png = render_png(TOKEN, &QrSettings::default()).unwrap();
+        let (width, depth, content) = decode(&png);
+        assert_eq!(width, 400);
+        assert_eq!(depth, png::BitDepth::One);
+        assert_eq!(content, TOKEN);
+    }
+
+    #[test]
+    fn data_url_is_the_cache_format_and_small() {
+        let (url, _) = render_data_url(TOKEN, &QrSettings::default()).unwrap();
+        let encoded = url.strip_prefix(DATA_URL_PREFIX).expect("prefix");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(url.len() <= 3200, "data URL is {} bytes", url.len());
+        assert_eq!(decode(&png).2, TOKEN);
+    }
+
+    #[test]
+    fn every_level_and_an_odd_width_still_decode() {
+        for ecc in [Ecc::L, Ecc::M, Ecc::Q, Ecc::H] {
+            let settings = QrSettings {
+                width_px: 333,
+                margin_modules: 2,
+                ecc,
+            };
+            let png = render_png("STALL_A-17", &settings).unwrap();
+            let (width, _, content) = decode(&png);
+            assert_eq!(width, 333);
+            assert_eq!(content, "STALL_A-17");
+        }
+    }
+
+    #[test]
+    fn a_width_too_small_for_the_code_grows_to_one_pixel_per_module() {
+        let settings = QrSettings {
+            width_px: 10,
+            ..QrSettings::default()
+        };
+        let png = render_png(TOKEN, &settings).unwrap();
+        let (width, _, content) = decode(&png);
+        assert!(width > 10);
+        assert_eq!(content, TOKEN);
+    }
+
+    #[test]
+    fn empty_and_oversized_tokens_are_errors() {
+        assert!(matches!(
+            render_png("", &QrSettings::default()),
+            Err(RenderError::Empty)
+        ));
+        let huge = "x".repeat(5000);
+        assert!(matches!(
+            render_png(&huge, &QrSettings::default()),
+            Err(RenderError::TooLong(5000))
+        ));
+    }
+
+    #[test]
+    fn ecc_parses_case_insensitively_and_rejects_others() {
+        assert_eq!("h".parse::<Ecc>().unwrap(), Ecc::H);
+        assert!("X".parse::<Ecc>().is_err());
+    }
+}
