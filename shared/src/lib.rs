@@ -5,3 +5,5 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod qr;
+pub mod telemetry;
+pub mod warm;

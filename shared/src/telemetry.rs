@@ -1,0 +1,181 @@
+//! Logs and metrics. Logs are `tracing` events: JSON lines in Lambda (each carrying the
+//! invocation's `requestId` span), readable text on a terminal. Metrics are CloudWatch Embedded
+//! Metric Format lines, which CloudWatch turns into metrics with no API call.
+
+use std::io::IsTerminal;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// The CloudWatch namespace of every metric the functions emit.
+pub const METRICS_NAMESPACE: &str = "QrFunctions";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text { ansi: bool },
+}
+
+/// True inside Lambda (and under `cargo lambda watch`, which sets the same variables).
+pub fn in_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some()
+}
+
+impl LogFormat {
+    /// JSON in Lambda unless its log format is set to Text; text elsewhere, coloured on a terminal.
+    pub fn detect() -> Self {
+        let lambda_format = std::env::var("AWS_LAMBDA_LOG_FORMAT").unwrap_or_default();
+        if in_lambda() && !lambda_format.eq_ignore_ascii_case("text") || lambda_format.eq_ignore_ascii_case("json") {
+            LogFormat::Json
+        } else {
+            LogFormat::Text { ansi: !in_lambda() && std::io::stderr().is_terminal() }
+        }
+    }
+}
+
+/// Installs the global subscriber. `filter` is the validated `Config::log_filter`.
+pub fn init(filter: &str, format: LogFormat) {
+    let _ = tracing::subscriber::set_global_default(subscriber(filter, format, std::io::stderr));
+}
+
+/// The subscriber `init` installs, writing to `writer` (tests capture it).
+pub fn subscriber<W>(filter: &str, format: LogFormat, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
+    match format {
+        LogFormat::Json => Box::new(
+            builder.json().flatten_event(true).with_current_span(false).with_span_list(true).finish(),
+        ),
+        LogFormat::Text { ansi } => Box::new(builder.with_ansi(ansi).compact().finish()),
+    }
+}
+
+/// One EMF record: a set of metrics sharing dimensions.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    dimensions: Vec<(String, String)>,
+    values: Vec<(String, &'static str, f64)>,
+}
+
+impl Metrics {
+    pub fn new(function: &str) -> Self {
+        Metrics { dimensions: vec![("Function".into(), function.into())], values: Vec::new() }
+    }
+
+    pub fn count(mut self, name: &str, value: u64) -> Self {
+        self.values.push((name.into(), "Count", value as f64));
+        self
+    }
+
+    pub fn milliseconds(mut self, name: &str, value: f64) -> Self {
+        self.values.push((name.into(), "Milliseconds", value));
+        self
+    }
+
+    pub fn per_second(mut self, name: &str, value: f64) -> Self {
+        self.values.push((name.into(), "Count/Second", value));
+        self
+    }
+
+    /// The EMF JSON line.
+    pub fn to_emf(&self, timestamp_ms: u128) -> String {
+        let dimension_names: Vec<&str> = self.dimensions.iter().map(|(k, _)| k.as_str()).collect();
+        let definitions: Vec<Value> =
+            self.values.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect();
+        let mut record = Map::new();
+        record.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": timestamp_ms as u64,
+                "CloudWatchMetrics": [{
+                    "Namespace": METRICS_NAMESPACE,
+                    "Dimensions": [dimension_names],
+                    "Metrics": definitions,
+                }],
+            }),
+        );
+        for (key, value) in &self.dimensions {
+            record.insert(key.clone(), json!(value));
+        }
+        for (name, _, value) in &self.values {
+            record.insert(name.clone(), json!(value));
+        }
+        Value::Object(record).to_string()
+    }
+
+    /// Prints the record to stdout in Lambda, where CloudWatch picks it up; elsewhere logs it at
+    /// debug so a terminal stays readable.
+    pub fn emit(&self) {
+        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let line = self.to_emf(timestamp);
+        if in_lambda() {
+            println!("{line}");
+        } else {
+            tracing::debug!(emf = %line, "metrics");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn emf_line_declares_every_metric_and_its_dimension() {
+        let line = Metrics::new("warm-qr-cache").count("QrCached", 3).milliseconds("WarmDuration", 12.5).to_emf(1_700_000_000_000);
+        let value: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["_aws"]["Timestamp"], 1_700_000_000_000u64);
+        let directive = &value["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], METRICS_NAMESPACE);
+        assert_eq!(directive["Dimensions"], json!([["Function"]]));
+        assert_eq!(directive["Metrics"], json!([{"Name": "QrCached", "Unit": "Count"}, {"Name": "WarmDuration", "Unit": "Milliseconds"}]));
+        assert_eq!(value["Function"], "warm-qr-cache");
+        assert_eq!(value["QrCached"], 3.0);
+        assert_eq!(value["WarmDuration"], 12.5);
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_request_id_of_the_invocation() {
+        let captured = Captured::default();
+        let subscriber = subscriber("info", LogFormat::Json, captured.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("Lambda runtime invoke", requestId = "req-123");
+            let _entered = span.enter();
+            tracing::info!(kind = "students", "warming");
+            tracing::debug!("filtered out");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert_eq!(lines[0]["message"], "warming");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(lines[0]["spans"][0]["requestId"], "req-123");
+    }
+}
