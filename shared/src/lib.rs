@@ -4,6 +4,8 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod migrations;
 pub mod qr;
 pub mod telemetry;
+pub mod token;
 pub mod warm;

@@ -27,10 +27,14 @@ impl LogFormat {
     /// JSON in Lambda unless its log format is set to Text; text elsewhere, coloured on a terminal.
     pub fn detect() -> Self {
         let lambda_format = std::env::var("AWS_LAMBDA_LOG_FORMAT").unwrap_or_default();
-        if in_lambda() && !lambda_format.eq_ignore_ascii_case("text") || lambda_format.eq_ignore_ascii_case("json") {
+        if in_lambda() && !lambda_format.eq_ignore_ascii_case("text")
+            || lambda_format.eq_ignore_ascii_case("json")
+        {
             LogFormat::Json
         } else {
-            LogFormat::Text { ansi: !in_lambda() && std::io::stderr().is_terminal() }
+            LogFormat::Text {
+                ansi: !in_lambda() && std::io::stderr().is_terminal(),
+            }
         }
     }
 }
@@ -41,15 +45,27 @@ pub fn init(filter: &str, format: LogFormat) {
 }
 
 /// The subscriber `init` installs, writing to `writer` (tests capture it).
-pub fn subscriber<W>(filter: &str, format: LogFormat, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+pub fn subscriber<W>(
+    filter: &str,
+    format: LogFormat,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false);
     match format {
         LogFormat::Json => Box::new(
-            builder.json().flatten_event(true).with_current_span(false).with_span_list(true).finish(),
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .finish(),
         ),
         LogFormat::Text { ansi } => Box::new(builder.with_ansi(ansi).compact().finish()),
     }
@@ -64,7 +80,10 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(function: &str) -> Self {
-        Metrics { dimensions: vec![("Function".into(), function.into())], values: Vec::new() }
+        Metrics {
+            dimensions: vec![("Function".into(), function.into())],
+            values: Vec::new(),
+        }
     }
 
     pub fn count(mut self, name: &str, value: u64) -> Self {
@@ -85,8 +104,11 @@ impl Metrics {
     /// The EMF JSON line.
     pub fn to_emf(&self, timestamp_ms: u128) -> String {
         let dimension_names: Vec<&str> = self.dimensions.iter().map(|(k, _)| k.as_str()).collect();
-        let definitions: Vec<Value> =
-            self.values.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect();
+        let definitions: Vec<Value> = self
+            .values
+            .iter()
+            .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
+            .collect();
         let mut record = Map::new();
         record.insert(
             "_aws".into(),
@@ -111,7 +133,10 @@ impl Metrics {
     /// Prints the record to stdout in Lambda, where CloudWatch picks it up; elsewhere logs it at
     /// debug so a terminal stays readable.
     pub fn emit(&self) {
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         let line = self.to_emf(timestamp);
         if in_lambda() {
             println!("{line}");
@@ -129,13 +154,19 @@ mod tests {
 
     #[test]
     fn emf_line_declares_every_metric_and_its_dimension() {
-        let line = Metrics::new("warm-qr-cache").count("QrCached", 3).milliseconds("WarmDuration", 12.5).to_emf(1_700_000_000_000);
+        let line = Metrics::new("warm-qr-cache")
+            .count("QrCached", 3)
+            .milliseconds("WarmDuration", 12.5)
+            .to_emf(1_700_000_000_000);
         let value: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["_aws"]["Timestamp"], 1_700_000_000_000u64);
         let directive = &value["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], METRICS_NAMESPACE);
         assert_eq!(directive["Dimensions"], json!([["Function"]]));
-        assert_eq!(directive["Metrics"], json!([{"Name": "QrCached", "Unit": "Count"}, {"Name": "WarmDuration", "Unit": "Milliseconds"}]));
+        assert_eq!(
+            directive["Metrics"],
+            json!([{"Name": "QrCached", "Unit": "Count"}, {"Name": "WarmDuration", "Unit": "Milliseconds"}])
+        );
         assert_eq!(value["Function"], "warm-qr-cache");
         assert_eq!(value["QrCached"], 3.0);
         assert_eq!(value["WarmDuration"], 12.5);
@@ -172,7 +203,10 @@ mod tests {
             tracing::debug!("filtered out");
         });
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 1, "{text}");
         assert_eq!(lines[0]["message"], "warming");
         assert_eq!(lines[0]["level"], "INFO");

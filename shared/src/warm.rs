@@ -35,7 +35,11 @@ pub struct WarmRequest {
 
 impl Default for WarmRequest {
     fn default() -> Self {
-        WarmRequest { kinds: Kind::ALL.to_vec(), force: false, filter: RowFilter::default() }
+        WarmRequest {
+            kinds: Kind::ALL.to_vec(),
+            force: false,
+            filter: RowFilter::default(),
+        }
     }
 }
 
@@ -77,7 +81,9 @@ impl WarmRequest {
         let kinds = match payload.kinds {
             None => Kind::ALL.to_vec(),
             Some(names) if names.is_empty() => {
-                return Err(Error::InvalidRequest("`kinds` is empty: name students, stalls or both".into()))
+                return Err(Error::InvalidRequest(
+                    "`kinds` is empty: name students, stalls or both".into(),
+                ))
             }
             Some(names) => {
                 let mut kinds = Vec::new();
@@ -101,14 +107,20 @@ impl WarmRequest {
             .collect::<Result<Vec<_>, _>>()?;
         let shard = match (payload.shard, payload.shards) {
             (None, None) => None,
-            (Some(index), Some(count)) => Some(Shard::new(index, count).map_err(Error::InvalidRequest)?),
+            (Some(index), Some(count)) => {
+                Some(Shard::new(index, count).map_err(Error::InvalidRequest)?)
+            }
             _ => {
                 return Err(Error::InvalidRequest(
                     "`shard` and `shards` go together, e.g. {\"shard\": 0, \"shards\": 4}".into(),
                 ))
             }
         };
-        Ok(WarmRequest { kinds, force: payload.force.unwrap_or(false), filter: RowFilter { ids, shard } })
+        Ok(WarmRequest {
+            kinds,
+            force: payload.force.unwrap_or(false),
+            filter: RowFilter { ids, shard },
+        })
     }
 }
 
@@ -146,7 +158,15 @@ pub struct KindSummary {
 
 impl KindSummary {
     fn new(kind: Kind) -> Self {
-        KindSummary { kind, total: 0, cached: 0, rendered: 0, renewed: 0, failed: 0, failures: Vec::new() }
+        KindSummary {
+            kind,
+            total: 0,
+            cached: 0,
+            rendered: 0,
+            renewed: 0,
+            failed: 0,
+            failures: Vec::new(),
+        }
     }
 
     fn add(&mut self, batch: BatchOutcome) {
@@ -213,7 +233,10 @@ impl WarmSummary {
             .count("QrRendered", self.rendered())
             .count("QrRenewed", self.renewed())
             .count("QrFailed", self.failed())
-            .count("WarmFailed", u64::from(self.outage_renewal.is_some() || self.failed() > 0))
+            .count(
+                "WarmFailed",
+                u64::from(self.outage_renewal.is_some() || self.failed() > 0),
+            )
             .milliseconds("WarmDuration", self.duration_ms)
             .per_second("QrsPerSecond", self.qrs_per_second)
     }
@@ -234,11 +257,19 @@ impl fmt::Display for WarmSummary {
                 kind.renewed
             )?;
             for failure in &kind.failures {
-                writeln!(f, "  failed {} {}: {}", kind.kind, failure.id, failure.reason)?;
+                writeln!(
+                    f,
+                    "  failed {} {}: {}",
+                    kind.kind, failure.id, failure.reason
+                )?;
             }
         }
         if let Some(outage) = self.outage_renewal {
-            writeln!(f, "Postgres unreachable: renewed the TTL of {} cached images", outage.renewed)?;
+            writeln!(
+                f,
+                "Postgres unreachable: renewed the TTL of {} cached images",
+                outage.renewed
+            )?;
         }
         writeln!(f, "Speed: {:.0} QRs/second", self.qrs_per_second)?;
         write!(f, "Total Duration: {:.2}s", self.duration_ms / 1000.0)
@@ -292,10 +323,14 @@ pub async fn warm(
             tracing::error!(error = %error, "Postgres unreachable; renewing cached images so they outlive the outage");
             match cache.renew_all().await {
                 Ok(renewal) => {
-                    run.summary.outage_renewal = Some(OutageRenewal { renewed: renewal.renewed });
+                    run.summary.outage_renewal = Some(OutageRenewal {
+                        renewed: renewal.renewed,
+                    });
                     Some(error)
                 }
-                Err(cache_error) => Some(Error::Failed(format!("{error}; and renewing the cache failed too: {cache_error}"))),
+                Err(cache_error) => Some(Error::Failed(format!(
+                    "{error}; and renewing the cache failed too: {cache_error}"
+                ))),
             }
         }
         Err(RunError::Other(error)) => Some(error),
@@ -304,13 +339,53 @@ pub async fn warm(
     let elapsed = started.elapsed();
     let summary = run.finish(elapsed);
     let error = error.or_else(|| {
-        (summary.failed() > 0)
-            .then(|| Error::Failed(format!("{} QR images could not be cached", summary.failed())))
+        (summary.failed() > 0).then(|| {
+            Error::Failed(format!(
+                "{} QR images could not be cached",
+                summary.failed()
+            ))
+        })
     });
     match error {
         Some(error) => Err(WarmFailed { summary, error }),
         None => Ok(summary),
     }
+}
+
+/// Warms, then tells: logs the summary (and the failure), and emits the run's metrics. The Lambda
+/// and the plain command both end here.
+pub async fn warm_and_report(
+    db: &Database,
+    cache: &Cache,
+    qr: &QrSettings,
+    request: &WarmRequest,
+    progress: &dyn Progress,
+) -> Result<WarmSummary, WarmFailed> {
+    let result = warm(db, cache, qr, request, progress).await;
+    let summary = match &result {
+        Ok(summary) => summary,
+        Err(failed) => &failed.summary,
+    };
+    summary.metrics("warm-qr-cache").emit();
+    match &result {
+        Ok(summary) => tracing::info!(
+            cached = summary.cached(),
+            rendered = summary.rendered(),
+            renewed = summary.renewed(),
+            duration_ms = summary.duration_ms,
+            qrs_per_second = summary.qrs_per_second,
+            "QR cache warmed: {}",
+            summary.to_string().replace('\n', "; ")
+        ),
+        Err(failed) => tracing::error!(
+            error = %failed.error,
+            cached = failed.summary.cached(),
+            failed = failed.summary.failed(),
+            "QR cache warming failed: {}",
+            failed.summary.to_string().replace('\n', "; ")
+        ),
+    }
+    result
 }
 
 /// A failure to read Postgres is handled apart from the rest: the cache is renewed before failing.
@@ -338,10 +413,14 @@ impl Run {
         let client = db.client().await.map_err(RunError::Postgres)?;
         for &kind in &request.kinds {
             self.summary.kinds.push(KindSummary::new(kind));
-            let total = db::count_tokens(&client, kind, &request.filter).await.map_err(RunError::Postgres)?;
+            let total = db::count_tokens(&client, kind, &request.filter)
+                .await
+                .map_err(RunError::Postgres)?;
             tracing::info!(%kind, total, force = request.force, "warming QR images");
             progress.start(kind, total);
-            let result = self.one_kind(&client, kind, cache, qr, request, progress).await;
+            let result = self
+                .one_kind(&client, kind, cache, qr, request, progress)
+                .await;
             progress.finish(kind);
             result?;
         }
@@ -357,7 +436,9 @@ impl Run {
         request: &WarmRequest,
         progress: &dyn Progress,
     ) -> Result<(), RunError> {
-        let rows = db::stream_tokens(client, kind, &request.filter).await.map_err(RunError::Postgres)?;
+        let rows = db::stream_tokens(client, kind, &request.filter)
+            .await
+            .map_err(RunError::Postgres)?;
         let mut batches = std::pin::pin!(rows.chunks(BATCH_ROWS));
         let mut in_flight = JoinSet::new();
         let mut reading = true;
@@ -367,18 +448,27 @@ impl Run {
                 let waited = Instant::now();
                 let next = batches.next().await;
                 self.query += waited.elapsed();
-                match next.map(|rows| rows.into_iter().map(token_row).collect::<Result<Vec<_>, _>>()) {
+                match next.map(|rows| {
+                    rows.into_iter()
+                        .map(token_row)
+                        .collect::<Result<Vec<_>, _>>()
+                }) {
                     None => reading = false,
                     Some(Err(error)) => {
                         reading = false;
-                        failure = Some(RunError::Postgres(Error::postgres("reading QR tokens", error)));
+                        failure = Some(RunError::Postgres(Error::postgres(
+                            "reading QR tokens",
+                            error,
+                        )));
                     }
                     Some(Ok(rows)) => {
                         in_flight.spawn(warm_batch(rows, cache.clone(), *qr, request.force));
                     }
                 }
             }
-            let Some(joined) = in_flight.join_next().await else { break };
+            let Some(joined) = in_flight.join_next().await else {
+                break;
+            };
             match joined {
                 Ok(Ok(batch)) => {
                     progress.advance(batch.rows);
@@ -393,7 +483,9 @@ impl Run {
                 }
                 Err(join_error) => {
                     reading = false;
-                    failure.get_or_insert(RunError::Other(Error::Failed(format!("a warm batch stopped: {join_error}"))));
+                    failure.get_or_insert(RunError::Other(Error::Failed(format!(
+                        "a warm batch stopped: {join_error}"
+                    ))));
                 }
             }
         }
@@ -401,14 +493,20 @@ impl Run {
     }
 
     fn current(&mut self, kind: Kind) -> &mut KindSummary {
-        let index = self.summary.kinds.iter().position(|k| k.kind == kind).unwrap_or(0);
+        let index = self
+            .summary
+            .kinds
+            .iter()
+            .position(|k| k.kind == kind)
+            .unwrap_or(0);
         &mut self.summary.kinds[index]
     }
 
     fn finish(mut self, elapsed: Duration) -> WarmSummary {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         self.summary.duration_ms = ms(elapsed);
-        self.summary.qrs_per_second = self.summary.cached() as f64 / elapsed.as_secs_f64().max(1e-9);
+        self.summary.qrs_per_second =
+            self.summary.cached() as f64 / elapsed.as_secs_f64().max(1e-9);
         self.summary.stages = StageTimings {
             query_ms: ms(self.query),
             matrix_ms: ms(self.timings.matrix),
@@ -427,7 +525,10 @@ struct TokenRow {
 
 fn token_row(row: Result<Row, tokio_postgres::Error>) -> Result<TokenRow, tokio_postgres::Error> {
     let row = row?;
-    Ok(TokenRow { id: row.try_get(0)?, token: row.try_get(1)? })
+    Ok(TokenRow {
+        id: row.try_get(0)?,
+        token: row.try_get(1)?,
+    })
 }
 
 struct BatchOutcome {
@@ -440,8 +541,16 @@ struct BatchOutcome {
 }
 
 /// Renews what is cached, renders and stores the rest.
-async fn warm_batch(rows: Vec<TokenRow>, cache: Cache, qr: QrSettings, force: bool) -> Result<BatchOutcome, Error> {
-    let keys: Vec<String> = rows.iter().map(|row| cache.settings().key(&row.token)).collect();
+async fn warm_batch(
+    rows: Vec<TokenRow>,
+    cache: Cache,
+    qr: QrSettings,
+    force: bool,
+) -> Result<BatchOutcome, Error> {
+    let keys: Vec<String> = rows
+        .iter()
+        .map(|row| cache.settings().key(&row.token))
+        .collect();
     let mut redis = Duration::ZERO;
     let cached = if force {
         vec![false; rows.len()]
@@ -465,13 +574,23 @@ async fn warm_batch(rows: Vec<TokenRow>, cache: Cache, qr: QrSettings, force: bo
     let sent = Instant::now();
     cache.store(&entries).await?;
     redis += sent.elapsed();
-    Ok(BatchOutcome { rows: rows_total, rendered, renewed, failures, timings, redis })
+    Ok(BatchOutcome {
+        rows: rows_total,
+        rendered,
+        renewed,
+        failures,
+        timings,
+        redis,
+    })
 }
 
 type Rendered = (Vec<(String, String)>, Vec<Failure>, RenderTimings);
 
 /// Renders on rayon's pool (one thread per core), off the async runtime.
-async fn render_all(missing: Vec<(String, String, String)>, qr: QrSettings) -> Result<Rendered, Error> {
+async fn render_all(
+    missing: Vec<(String, String, String)>,
+    qr: QrSettings,
+) -> Result<Rendered, Error> {
     if missing.is_empty() {
         return Ok((Vec::new(), Vec::new(), RenderTimings::default()));
     }
@@ -493,13 +612,18 @@ async fn render_all(missing: Vec<(String, String, String)>, qr: QrSettings) -> R
                 }
                 Err(error) => {
                     tracing::warn!(%id, error = %error, "QR image not rendered");
-                    failures.push(Failure { id, reason: error.to_string() });
+                    failures.push(Failure {
+                        id,
+                        reason: error.to_string(),
+                    });
                 }
             }
         }
         let _ = done.send((entries, failures, timings));
     });
-    result.await.map_err(|_| Error::Failed("a render worker stopped unexpectedly".into()))
+    result
+        .await
+        .map_err(|_| Error::Failed("a render worker stopped unexpectedly".into()))
 }
 
 #[cfg(test)]
@@ -516,7 +640,11 @@ mod tests {
             "region": "ap-south-1", "resources": ["arn:aws:events:ap-south-1:123456789012:rule/warm"], "detail": {}
         });
         for event in [scheduled, json!({}), Value::Null] {
-            assert_eq!(WarmRequest::from_event(&event).unwrap(), WarmRequest::default(), "{event}");
+            assert_eq!(
+                WarmRequest::from_event(&event).unwrap(),
+                WarmRequest::default(),
+                "{event}"
+            );
         }
     }
 
@@ -542,7 +670,10 @@ mod tests {
             (json!({"force": "yes"}), "invalid type"),
             (json!({"ids": ["42"]}), "`42` in `ids` is not a UUID"),
             (json!({"shard": 1}), "`shard` and `shards` go together"),
-            (json!({"shard": 4, "shards": 4}), "shard 4 of 4 does not exist"),
+            (
+                json!({"shard": 4, "shards": 4}),
+                "shard 4 of 4 does not exist",
+            ),
             (json!([1, 2]), "got an array"),
             (json!("students"), "got a string"),
         ] {
@@ -555,10 +686,26 @@ mod tests {
     fn summary_reads_like_the_apps() {
         let summary = WarmSummary {
             kinds: vec![
-                KindSummary { kind: Kind::Students, total: 50, cached: 50, rendered: 40, renewed: 10, failed: 0, failures: vec![] },
                 KindSummary {
-                    kind: Kind::Stalls, total: 6, cached: 5, rendered: 5, renewed: 0, failed: 1,
-                    failures: vec![Failure { id: "s-1".into(), reason: "the token is empty".into() }],
+                    kind: Kind::Students,
+                    total: 50,
+                    cached: 50,
+                    rendered: 40,
+                    renewed: 10,
+                    failed: 0,
+                    failures: vec![],
+                },
+                KindSummary {
+                    kind: Kind::Stalls,
+                    total: 6,
+                    cached: 5,
+                    rendered: 5,
+                    renewed: 0,
+                    failed: 1,
+                    failures: vec![Failure {
+                        id: "s-1".into(),
+                        reason: "the token is empty".into(),
+                    }],
                 },
             ],
             force: false,
@@ -569,9 +716,15 @@ mod tests {
             outage_renewal: None,
         };
         let text = summary.to_string();
-        assert!(text.contains("Students: 50/50 cached (0 failed): 40 rendered, 10 renewed"), "{text}");
+        assert!(
+            text.contains("Students: 50/50 cached (0 failed): 40 rendered, 10 renewed"),
+            "{text}"
+        );
         assert!(text.contains("Stalls: 5/6 cached (1 failed)"), "{text}");
-        assert!(text.contains("failed stalls s-1: the token is empty"), "{text}");
+        assert!(
+            text.contains("failed stalls s-1: the token is empty"),
+            "{text}"
+        );
         assert!(text.contains("Speed: 16 QRs/second"), "{text}");
         assert!(text.ends_with("Total Duration: 3.45s"), "{text}");
     }
