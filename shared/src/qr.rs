@@ -115,9 +115,17 @@ pub fn encode_matrix(token: &str, ecc: Ecc) -> Result<fast_qr::QRCode, RenderErr
 /// Draws `grid` as a 1-bit grayscale PNG exactly `width_px` wide. Each module is a whole number
 /// of pixels so edges stay crisp for phone cameras; the pixels left over widen the quiet zone,
 /// which is never narrower than `margin_modules`.
-pub fn png_from_grid(
+pub fn png_from_grid(grid: &impl ModuleGrid, settings: &QrSettings) -> Result<Vec<u8>, RenderError> {
+    png_from_grid_encoded(grid, settings, PNG_COMPRESSION, PNG_FILTER)
+}
+
+/// [`png_from_grid`] with the deflate level and row filter chosen by the caller (the benchmark
+/// compares them).
+pub fn png_from_grid_encoded(
     grid: &impl ModuleGrid,
     settings: &QrSettings,
+    compression: png::Compression,
+    filter: png::Filter,
 ) -> Result<Vec<u8>, RenderError> {
     let modules = grid.size();
     let framed = modules + 2 * settings.margin_modules as usize;
@@ -155,8 +163,8 @@ pub fn png_from_grid(
     let mut encoder = png::Encoder::new(&mut out, width as u32, width as u32);
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::One);
-    encoder.set_compression(PNG_COMPRESSION);
-    encoder.set_filter(PNG_FILTER);
+    encoder.set_compression(compression);
+    encoder.set_filter(filter);
     let mut writer = encoder.write_header()?;
     writer.write_image_data(&pixels)?;
     writer.finish()?;

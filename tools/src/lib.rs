@@ -1,1 +1,4 @@
+//! Development tools around the functions: demo data, migrations and benchmarks. Nothing here
+//! is deployed.
 
+pub mod seed;

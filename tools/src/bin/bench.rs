@@ -1,0 +1,272 @@
+//! Benchmarks, run on the machine at hand; figures go in BENCHMARKS.md.
+//!
+//!   bench warm [--students N] [--stalls N]   the warmer end to end (default 25000 + 200)
+//!   bench render [--count N]                  QR encoders and PNG settings, per core
+//!
+//! `warm` seeds a fresh database, runs the release `warm-qr-cache` binary beside this one (cold,
+//! then unchanged) and reads its JSON summary, peak RSS and what it left in Redis. Services:
+//! BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) and BENCH_REDIS_URL
+//! (default redis://127.0.0.1:6379).
+
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use serde_json::Value;
+use shared::db::DatabaseSettings;
+use shared::qr::{self, ModuleGrid, QrSettings};
+use tools::seed::{self, DemoSize};
+
+type Failure = Box<dyn std::error::Error>;
+
+fn flag(args: &[String], name: &str, default: usize) -> Result<usize, Failure> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => {
+            let text = args.get(i + 1).ok_or(format!("{name} needs a number"))?;
+            Ok(text.parse().map_err(|_| format!("{name} needs a number, got `{text}`"))?)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("warm") => warm(&args).await,
+        Some("render") => render(&args),
+        _ => {
+            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| text.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// Runs the warmer binary; returns its JSON summary, wall time and peak RSS in KiB.
+fn run_warmer(env: &[(&str, String)]) -> Result<(Value, Duration, i64), Failure> {
+    let exe = std::env::current_exe()?.with_file_name("warm-qr-cache");
+    if !exe.exists() {
+        return Err(format!("{} not found: build it first (cargo build --release -p warm-qr-cache)", exe.display()).into());
+    }
+    let started = Instant::now();
+    let child = Command::new(&exe)
+        .arg("--json")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.ok_or("no stdout")?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text)?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for the child we spawned and have not reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    if reaped != pid || status != 0 {
+        return Err(format!("warm-qr-cache failed (status {status}): {text}").into());
+    }
+    Ok((serde_json::from_str(text.trim())?, wall, usage.ru_maxrss))
+}
+
+async fn redis_used_memory(connection: &mut redis::aio::ConnectionManager) -> Result<i64, Failure> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(connection).await?;
+    let line = info.lines().find(|l| l.starts_with("used_memory:")).ok_or("INFO memory has no used_memory")?;
+    Ok(line.trim_start_matches("used_memory:").trim().parse()?)
+}
+
+async fn warm(args: &[String]) -> Result<(), Failure> {
+    let size = DemoSize { students: flag(args, "--students", 25_000)?, stalls: flag(args, "--stalls", 200)? };
+    let admin_url = std::env::var("BENCH_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let redis_url = std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let database = format!("qr_bench_{}", std::process::id());
+    let prefix = format!("bench:{}:", std::process::id());
+
+    let admin = DatabaseSettings::parse(&admin_url)?.connect().await?;
+    admin.batch_execute(&format!("CREATE DATABASE {database}")).await?;
+    let mut url = url::Url::parse(&admin_url)?;
+    url.set_path(&database);
+    let result = warm_in(url.as_str(), &redis_url, &prefix, size).await;
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await;
+    result
+}
+
+async fn warm_in(db_url: &str, redis_url: &str, prefix: &str, size: DemoSize) -> Result<(), Failure> {
+    let secret = SecretString::from("bench-secret");
+    let mut client = DatabaseSettings::parse(db_url)?.connect().await?;
+    shared::migrations::apply(&mut client).await?;
+    let seeded = Instant::now();
+    seed::seed(&client, &secret, size).await?;
+    eprintln!("seeded {} students + {} stalls in {:.1?}", size.students, size.stalls, seeded.elapsed());
+    client.batch_execute("VACUUM ANALYZE students; VACUUM ANALYZE stalls").await?;
+
+    let mut redis = redis::aio::ConnectionManager::new(redis::Client::open(redis_url)?).await?;
+    let memory_before = redis_used_memory(&mut redis).await?;
+    let env = [
+        ("NEON_DATABASE_URL", db_url.to_string()),
+        ("REDIS_URL", redis_url.to_string()),
+        ("CACHE_KEY_PREFIX", prefix.to_string()),
+        ("LOG_LEVEL", "warn".to_string()),
+    ];
+    let (cold, cold_wall, cold_rss) = run_warmer(&env)?;
+    let memory_after = redis_used_memory(&mut redis).await?;
+    let (warm, warm_wall, warm_rss) = run_warmer(&env)?;
+
+    let rows = (size.students + size.stalls) as f64;
+    let rendered = cold["kinds"].as_array().map(|k| k.iter().map(|k| k["rendered"].as_f64().unwrap_or(0.0)).sum::<f64>()).unwrap_or(0.0);
+    let renewed = warm["kinds"].as_array().map(|k| k.iter().map(|k| k["renewed"].as_f64().unwrap_or(0.0)).sum::<f64>()).unwrap_or(0.0);
+
+    // Bytes per entry: the stored string of a sample of keys.
+    let mut cursor = 0u64;
+    let (mut sampled, mut bytes) = (0u64, 0u64);
+    while sampled < 1000 {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(500).query_async(&mut redis).await?;
+        for key in keys {
+            let length: u64 = redis::cmd("STRLEN").arg(&key).query_async(&mut redis).await?;
+            bytes += length;
+            sampled += 1;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    // Leave Redis as found: remove this run's keys.
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query_async(&mut redis).await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut redis).await?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+
+    let stages = &cold["stages"];
+    println!("machine: {}", machine());
+    println!("rows: {} students + {} stalls (app-format HS256 JWT tokens, ECC H, 400 px, margin 4)", size.students, size.stalls);
+    println!(
+        "cold warm: {rendered:.0} rendered in {:.2} s wall = {:.0} QRs/s end to end (warmer's own figure {:.0} QRs/s), peak RSS {:.1} MiB",
+        cold_wall.as_secs_f64(),
+        rendered / cold_wall.as_secs_f64(),
+        cold["qrs_per_second"].as_f64().unwrap_or(0.0),
+        cold_rss as f64 / 1024.0
+    );
+    println!(
+        "  stage time summed over workers (ms): query {:.0}, matrix {:.0}, png {:.0}, base64 {:.0}, redis {:.0}",
+        stages["query_ms"].as_f64().unwrap_or(0.0),
+        stages["matrix_ms"].as_f64().unwrap_or(0.0),
+        stages["png_ms"].as_f64().unwrap_or(0.0),
+        stages["base64_ms"].as_f64().unwrap_or(0.0),
+        stages["redis_ms"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "unchanged re-warm: {renewed:.0} renewed in {:.3} s wall = {:.0} rows/s end to end (warmer's own figure {:.0} rows/s), peak RSS {:.1} MiB",
+        warm_wall.as_secs_f64(),
+        rows / warm_wall.as_secs_f64(),
+        warm["qrs_per_second"].as_f64().unwrap_or(0.0),
+        warm_rss as f64 / 1024.0
+    );
+    println!("bytes per cached entry (data URL, mean of {sampled}): {:.0}", bytes as f64 / sampled.max(1) as f64);
+    println!("Redis memory per 10,000 entries: {:.2} MiB", (memory_after - memory_before) as f64 / rows * 10_000.0 / 1_048_576.0);
+    Ok(())
+}
+
+/// The `qrcode` crate's matrix, drawn by the same PNG code as fast_qr's.
+struct QrcodeGrid(qrcode::QrCode);
+
+impl ModuleGrid for QrcodeGrid {
+    fn size(&self) -> usize {
+        self.0.width()
+    }
+    fn is_dark(&self, x: usize, y: usize) -> bool {
+        self.0[(x, y)] == qrcode::Color::Dark
+    }
+}
+
+fn decode(png_bytes: &[u8]) -> Result<String, Failure> {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes)).read_info()?;
+    let mut buf = vec![0; reader.output_buffer_size().ok_or("PNG too large")?];
+    let info = reader.next_frame(&mut buf)?;
+    let (width, row_bytes) = (info.width as usize, info.line_size);
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, width, |x, y| {
+        if buf[y * row_bytes + x / 8] & (0x80 >> (x % 8)) != 0 { 255 } else { 0 }
+    });
+    let grids = image.detect_grids();
+    let grid = grids.first().ok_or("no QR code found")?;
+    Ok(grid.decode()?.1)
+}
+
+fn render(args: &[String]) -> Result<(), Failure> {
+    let count = flag(args, "--count", 2_000)?;
+    let secret = SecretString::from("bench-secret");
+    let tokens: Vec<String> = (0..count).map(|i| seed::student_token(&secret, i)).collect::<Result<_, _>>()?;
+    let settings = QrSettings::default();
+    let mean_len = tokens.iter().map(String::len).sum::<usize>() as f64 / count as f64;
+    println!("machine: {}", machine());
+    println!("{count} app-format student tokens, mean {mean_len:.0} chars, ECC H, 400 px, margin 4; one core");
+
+    // Matrix encoders.
+    let started = Instant::now();
+    let fast: Vec<_> = tokens.iter().map(|t| qr::encode_matrix(t, settings.ecc)).collect::<Result<_, _>>()?;
+    let fast_matrix = started.elapsed();
+    let started = Instant::now();
+    let slow: Vec<_> = tokens
+        .iter()
+        .map(|t| qrcode::QrCode::with_error_correction_level(t.as_bytes(), qrcode::EcLevel::H).map(QrcodeGrid))
+        .collect::<Result<_, _>>()?;
+    let slow_matrix = started.elapsed();
+    let started = Instant::now();
+    let fast_png: Vec<Vec<u8>> = fast.iter().map(|m| qr::png_from_grid(m, &settings)).collect::<Result<_, _>>()?;
+    let png_time = started.elapsed();
+    let slow_png: Vec<Vec<u8>> = slow.iter().map(|m| qr::png_from_grid(m, &settings)).collect::<Result<_, _>>()?;
+    let per = |d: Duration| d.as_secs_f64() * 1000.0 / count as f64;
+    println!("fast_qr matrix: {:.3} ms each; qrcode matrix: {:.3} ms each ({:.1}x)", per(fast_matrix), per(slow_matrix), slow_matrix.as_secs_f64() / fast_matrix.as_secs_f64());
+    println!("1-bit PNG: {:.3} ms each", per(png_time));
+    println!(
+        "images/s per core: fast_qr {:.0}, qrcode {:.0}",
+        count as f64 / (fast_matrix + png_time).as_secs_f64(),
+        count as f64 / (slow_matrix + png_time).as_secs_f64()
+    );
+    let checked = count.min(200);
+    for (i, token) in tokens.iter().take(checked).enumerate() {
+        if decode(&fast_png[i])? != *token || decode(&slow_png[i])? != *token {
+            return Err(format!("token {i} did not decode back from both encoders").into());
+        }
+    }
+    println!("decoded {checked} images of each encoder back to their tokens: all identical");
+
+    // PNG settings: size and time.
+    for (name, compression) in [("Fast", png::Compression::Fast), ("Balanced", png::Compression::Balanced), ("High", png::Compression::High)] {
+        for (filter_name, filter) in [("NoFilter", png::Filter::NoFilter), ("Up", png::Filter::Up), ("Adaptive", png::Filter::Adaptive)] {
+            let started = Instant::now();
+            let mut total = 0usize;
+            for matrix in &fast {
+                total += qr::data_url(&qr::png_from_grid_encoded(matrix, &settings, compression, filter)?).len();
+            }
+            println!(
+                "PNG {name:<8} {filter_name:<8}: {:.3} ms each, data URL {:.0} bytes",
+                per(started.elapsed()),
+                total as f64 / count as f64
+            );
+        }
+    }
+    Ok(())
+}
