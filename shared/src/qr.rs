@@ -116,64 +116,59 @@ pub fn encode_matrix(token: &str, ecc: Ecc) -> Result<fast_qr::QRCode, RenderErr
 /// of pixels so edges stay crisp for phone cameras; the pixels left over widen the quiet zone,
 /// which is never narrower than `margin_modules`.
 pub fn png_from_grid(grid: &impl ModuleGrid, settings: &QrSettings) -> Result<Vec<u8>, RenderError> {
-    png_from_grid_encoded(grid, settings, PNG_COMPRESSION, PNG_FILTER)
+    png_from_grid_at_level(grid, settings, DEFLATE_LEVEL)
 }
 
-/// [`png_from_grid`] with the deflate level and row filter chosen by the caller (the benchmark
-/// compares them).
-pub fn png_from_grid_encoded(
-    grid: &impl ModuleGrid,
-    settings: &QrSettings,
-    compression: png::Compression,
-    filter: png::Filter,
-) -> Result<Vec<u8>, RenderError> {
+/// [`png_from_grid`] at another deflate level (1 fastest, 9 smallest), for the benchmark.
+pub fn png_from_grid_at_level(grid: &impl ModuleGrid, settings: &QrSettings, level: u8) -> Result<Vec<u8>, RenderError> {
     let modules = grid.size();
     let framed = modules + 2 * settings.margin_modules as usize;
     let scale = (settings.width_px as usize / framed).max(1);
     let width = (settings.width_px as usize).max(framed * scale);
     let offset = (width - modules * scale) / 2;
     let row_bytes = width.div_ceil(8);
-
-    // Bit 1 is white in 1-bit grayscale; start all white and clear the dark modules.
-    let light_row = vec![0xFFu8; row_bytes];
-    let mut pixels = Vec::with_capacity(row_bytes * width);
-    let mut module_row = vec![0u8; row_bytes];
+    // Each scanline is a filter-type byte (0: none) and the row's bits; bit 1 is white.
+    let line = row_bytes + 1;
+    let mut light_line = vec![0xFFu8; line];
+    light_line[0] = 0;
+    let mut scanlines = Vec::with_capacity(line * width);
+    let mut module_line = vec![0u8; line];
     for _ in 0..offset {
-        pixels.extend_from_slice(&light_row);
+        scanlines.extend_from_slice(&light_line);
     }
     for y in 0..modules {
-        module_row.copy_from_slice(&light_row);
+        module_line.copy_from_slice(&light_line);
         for x in 0..modules {
             if grid.is_dark(x, y) {
                 let start = offset + x * scale;
                 for px in start..start + scale {
-                    module_row[px >> 3] &= !(0x80 >> (px & 7));
+                    module_line[1 + (px >> 3)] &= !(0x80 >> (px & 7));
                 }
             }
         }
         for _ in 0..scale {
-            pixels.extend_from_slice(&module_row);
+            scanlines.extend_from_slice(&module_line);
         }
     }
-    while pixels.len() < row_bytes * width {
-        pixels.extend_from_slice(&light_row);
+    while scanlines.len() < line * width {
+        scanlines.extend_from_slice(&light_line);
     }
+    // The png crate frames the file; the pixels are deflated here, in one call, because its
+    // streaming deflate costs about 8x more per image (BENCHMARKS.md, "PNG encoding").
+    let compressed = miniz_oxide::deflate::compress_to_vec_zlib(&scanlines, level);
 
-    let mut out = Vec::with_capacity(2560);
+    let mut out = Vec::with_capacity(compressed.len() + 64);
     let mut encoder = png::Encoder::new(&mut out, width as u32, width as u32);
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::One);
-    encoder.set_compression(compression);
-    encoder.set_filter(filter);
     let mut writer = encoder.write_header()?;
-    writer.write_image_data(&pixels)?;
+    writer.write_chunk(png::chunk::IDAT, &compressed)?;
     writer.finish()?;
     Ok(out)
 }
 
-// Chosen by measurement (BENCHMARKS.md, "PNG settings"): the smallest images among the fast settings.
-const PNG_COMPRESSION: png::Compression = png::Compression::Balanced;
-const PNG_FILTER: png::Filter = png::Filter::Up;
+// Level 1 already keeps entries near 2.6 kB (the app's were 9 kB) at the lowest cost per image.
+const DEFLATE_LEVEL: u8 = 1;
 
 /// `data:image/png;base64,...` of a PNG: the cache value format.
 pub fn data_url(png: &[u8]) -> String {
