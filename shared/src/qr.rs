@@ -115,12 +115,19 @@ pub fn encode_matrix(token: &str, ecc: Ecc) -> Result<fast_qr::QRCode, RenderErr
 /// Draws `grid` as a 1-bit grayscale PNG exactly `width_px` wide. Each module is a whole number
 /// of pixels so edges stay crisp for phone cameras; the pixels left over widen the quiet zone,
 /// which is never narrower than `margin_modules`.
-pub fn png_from_grid(grid: &impl ModuleGrid, settings: &QrSettings) -> Result<Vec<u8>, RenderError> {
+pub fn png_from_grid(
+    grid: &impl ModuleGrid,
+    settings: &QrSettings,
+) -> Result<Vec<u8>, RenderError> {
     png_from_grid_at_level(grid, settings, DEFLATE_LEVEL)
 }
 
 /// [`png_from_grid`] at another deflate level (1 fastest, 9 smallest), for the benchmark.
-pub fn png_from_grid_at_level(grid: &impl ModuleGrid, settings: &QrSettings, level: u8) -> Result<Vec<u8>, RenderError> {
+pub fn png_from_grid_at_level(
+    grid: &impl ModuleGrid,
+    settings: &QrSettings,
+    level: u8,
+) -> Result<Vec<u8>, RenderError> {
     let modules = grid.size();
     let framed = modules + 2 * settings.margin_modules as usize;
     let scale = (settings.width_px as usize / framed).max(1);

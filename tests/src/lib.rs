@@ -1,1 +1,198 @@
+//! What every end-to-end suite needs: a fresh database per test, a key prefix of its own, the
+//! function binaries, and a QR reader to check images. Services come from TEST_DATABASE_URL
+//! (default postgres://postgres@127.0.0.1:5432/postgres) and TEST_REDIS_URL (default
+//! redis://127.0.0.1:6379); `.ci/run` starts them.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use secrecy::SecretString;
+use shared::cache::{Cache, CacheSettings};
+use shared::config::Config;
+use shared::db::{Database, DatabaseSettings};
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn unique(label: &str) -> String {
+    format!("{label}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A database of its own, migrated, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    /// URL of this database, with `sslmode=disable`.
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = unique("qrtest");
+        let admin = DatabaseSettings::parse(&admin_url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("Postgres reachable at TEST_DATABASE_URL");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let url = Self::url_of(&name, "disable");
+        let mut client = DatabaseSettings::parse(&url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        shared::migrations::apply(&mut client).await.unwrap();
+        TestDb { name, url }
+    }
+
+    /// This database's URL with another `sslmode`.
+    pub fn url_of(name: &str, sslmode: &str) -> String {
+        let mut url = url::Url::parse(&admin_url()).unwrap();
+        url.set_path(name);
+        url.query_pairs_mut().append_pair("sslmode", sslmode);
+        url.to_string()
+    }
+
+    pub fn settings(&self) -> DatabaseSettings {
+        DatabaseSettings::parse(&self.url).unwrap()
+    }
+
+    pub fn database(&self) -> Database {
+        Database::new(self.settings())
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        self.settings().connect().await.unwrap()
+    }
+
+    /// Seeds the demo data set with tokens signed by [`JWT_SECRET`].
+    pub async fn seed(&self, students: usize, stalls: usize) {
+        let client = self.client().await;
+        tools::seed::seed(
+            &client,
+            &SecretString::from(JWT_SECRET),
+            tools::seed::DemoSize { students, stalls },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime the test may have; use a small one of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(admin) = DatabaseSettings::parse(&admin_url())
+                    .unwrap()
+                    .connect()
+                    .await
+                {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub const JWT_SECRET: &str = "end-to-end-test-secret";
+
+/// A cache under a prefix no other test uses.
+pub fn test_cache(ttl_secs: u64) -> Cache {
+    test_cache_at(&redis_url(), ttl_secs)
+}
+
+pub fn test_cache_at(url: &str, ttl_secs: u64) -> Cache {
+    let settings = CacheSettings {
+        key_prefix: format!("{}:", unique("test")),
+        ttl: Duration::from_secs(ttl_secs),
+    };
+    Cache::connect_lazily(&SecretString::from(url.to_string()), settings).unwrap()
+}
+
+/// The configuration the functions would read, for this database and cache.
+pub fn config_for(db: &TestDb, cache: &Cache) -> Config {
+    let vars = [
+        ("NEON_DATABASE_URL", db.url.clone()),
+        ("REDIS_URL", redis_url()),
+        ("CACHE_KEY_PREFIX", cache.settings().key_prefix.clone()),
+        (
+            "QR_CACHE_TTL_SECS",
+            cache.settings().ttl.as_secs().to_string(),
+        ),
+        ("JWT_SECRET", JWT_SECRET.to_string()),
+    ];
+    Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    })
+    .unwrap()
+}
+
+/// A function binary built beside the test binary (`cargo build --workspace` makes them).
+pub fn binary(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let path = deps.parent().and_then(|p| p.parent()).unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// The token a cached value's QR image decodes to, checking the value's exact format.
+pub fn decode_data_url(value: &str) -> String {
+    let encoded = value
+        .strip_prefix("data:image/png;base64,")
+        .unwrap_or_else(|| panic!("not a PNG data URL: {:.40}", value));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("standard base64");
+    decode_png(&bytes)
+}
+
+/// What a standard QR reader finds in a PNG.
+pub fn decode_png(bytes: &[u8]) -> String {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).expect("PNG pixels");
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    let width = info.width as usize;
+    let mut image =
+        rqrr::PreparedImage::prepare_from_greyscale(width, info.height as usize, |x, y| {
+            buf[y * info.line_size + x]
+        });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "exactly one QR code in the image");
+    grids[0].decode().expect("QR decodes").1
+}
+
+/// Runs redis commands on the test's Redis.
+pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}

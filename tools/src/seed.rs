@@ -49,8 +49,13 @@ pub fn stall_token(secret: &SecretString, index: usize) -> Result<String, Error>
 }
 
 pub fn student_token(secret: &SecretString, index: usize) -> Result<String, Error> {
-    token::student_token(secret, &registration_no(index), &nonce_for(index), ISSUED_AT)
-        .map_err(|e| Error::Failed(format!("signing a student token: {e}")))
+    token::student_token(
+        secret,
+        &registration_no(index),
+        &nonce_for(index),
+        ISSUED_AT,
+    )
+    .map_err(|e| Error::Failed(format!("signing a student token: {e}")))
 }
 
 async fn school_ids(client: &Client) -> Result<Vec<uuid::Uuid>, Error> {
@@ -80,9 +85,18 @@ pub async fn seed(client: &Client, secret: &SecretString, size: DemoSize) -> Res
         let registration: Vec<String> = range.clone().map(registration_no).collect();
         let names: Vec<String> = range.clone().map(|i| format!("Student {i}")).collect();
         let school: Vec<uuid::Uuid> = range.clone().map(|i| schools[i % schools.len()]).collect();
-        let birth: Vec<String> = range.clone().map(|i| format!("{}-{:02}-{:02}", 2000 + i % 6, 1 + i % 12, 1 + i % 28)).collect();
-        let pincode: Vec<String> = range.clone().map(|i| format!("{}", 110_001 + i % 800_000)).collect();
-        let tokens: Vec<String> = range.clone().map(|i| student_token(secret, i)).collect::<Result<_, _>>()?;
+        let birth: Vec<String> = range
+            .clone()
+            .map(|i| format!("{}-{:02}-{:02}", 2000 + i % 6, 1 + i % 12, 1 + i % 28))
+            .collect();
+        let pincode: Vec<String> = range
+            .clone()
+            .map(|i| format!("{}", 110_001 + i % 800_000))
+            .collect();
+        let tokens: Vec<String> = range
+            .clone()
+            .map(|i| student_token(secret, i))
+            .collect::<Result<_, _>>()?;
         client
             .query_typed(
                 "INSERT INTO students (registration_no, full_name, school_id, date_of_birth, pincode,
@@ -104,9 +118,15 @@ pub async fn seed(client: &Client, secret: &SecretString, size: DemoSize) -> Res
             .map_err(|e| Error::postgres("seeding students", e))?;
     }
     let numbers: Vec<String> = (0..size.stalls).map(stall_number).collect();
-    let names: Vec<String> = (0..size.stalls).map(|i| format!("Stall {}", i + 1)).collect();
-    let school: Vec<uuid::Uuid> = (0..size.stalls).map(|i| schools[i % schools.len()]).collect();
-    let tokens: Vec<String> = (0..size.stalls).map(|i| stall_token(secret, i)).collect::<Result<_, _>>()?;
+    let names: Vec<String> = (0..size.stalls)
+        .map(|i| format!("Stall {}", i + 1))
+        .collect();
+    let school: Vec<uuid::Uuid> = (0..size.stalls)
+        .map(|i| schools[i % schools.len()])
+        .collect();
+    let tokens: Vec<String> = (0..size.stalls)
+        .map(|i| stall_token(secret, i))
+        .collect::<Result<_, _>>()?;
     client
         .query_typed(
             "INSERT INTO stalls (stall_number, stall_name, school_id, qr_code_token)

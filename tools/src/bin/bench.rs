@@ -24,7 +24,9 @@ fn flag(args: &[String], name: &str, default: usize) -> Result<usize, Failure> {
         None => Ok(default),
         Some(i) => {
             let text = args.get(i + 1).ok_or(format!("{name} needs a number"))?;
-            Ok(text.parse().map_err(|_| format!("{name} needs a number, got `{text}`"))?)
+            Ok(text
+                .parse()
+                .map_err(|_| format!("{name} needs a number, got `{text}`"))?)
         }
     }
 }
@@ -52,16 +54,29 @@ async fn main() -> ExitCode {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|text| text.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("{} cores, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    format!(
+        "{} cores, {cpu}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    )
 }
 
 /// Runs the warmer binary; returns its JSON summary, wall time and peak RSS in KiB.
 fn run_warmer(env: &[(&str, String)]) -> Result<(Value, Duration, i64), Failure> {
     let exe = std::env::current_exe()?.with_file_name("warm-qr-cache");
     if !exe.exists() {
-        return Err(format!("{} not found: build it first (cargo build --release -p warm-qr-cache)", exe.display()).into());
+        return Err(format!(
+            "{} not found: build it first (cargo build --release -p warm-qr-cache)",
+            exe.display()
+        )
+        .into());
     }
     let started = Instant::now();
     let child = Command::new(&exe)
@@ -86,36 +101,63 @@ fn run_warmer(env: &[(&str, String)]) -> Result<(Value, Duration, i64), Failure>
 }
 
 async fn redis_used_memory(connection: &mut redis::aio::ConnectionManager) -> Result<i64, Failure> {
-    let info: String = redis::cmd("INFO").arg("memory").query_async(connection).await?;
-    let line = info.lines().find(|l| l.starts_with("used_memory:")).ok_or("INFO memory has no used_memory")?;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(connection)
+        .await?;
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("used_memory:"))
+        .ok_or("INFO memory has no used_memory")?;
     Ok(line.trim_start_matches("used_memory:").trim().parse()?)
 }
 
 async fn warm(args: &[String]) -> Result<(), Failure> {
-    let size = DemoSize { students: flag(args, "--students", 25_000)?, stalls: flag(args, "--stalls", 200)? };
-    let admin_url = std::env::var("BENCH_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let redis_url = std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let size = DemoSize {
+        students: flag(args, "--students", 25_000)?,
+        stalls: flag(args, "--stalls", 200)?,
+    };
+    let admin_url = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let redis_url =
+        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let database = format!("qr_bench_{}", std::process::id());
     let prefix = format!("bench:{}:", std::process::id());
 
     let admin = DatabaseSettings::parse(&admin_url)?.connect().await?;
-    admin.batch_execute(&format!("CREATE DATABASE {database}")).await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await?;
     let mut url = url::Url::parse(&admin_url)?;
     url.set_path(&database);
     let result = warm_in(url.as_str(), &redis_url, &prefix, size).await;
-    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await;
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .await;
     result
 }
 
-async fn warm_in(db_url: &str, redis_url: &str, prefix: &str, size: DemoSize) -> Result<(), Failure> {
+async fn warm_in(
+    db_url: &str,
+    redis_url: &str,
+    prefix: &str,
+    size: DemoSize,
+) -> Result<(), Failure> {
     let secret = SecretString::from("bench-secret");
     let mut client = DatabaseSettings::parse(db_url)?.connect().await?;
     shared::migrations::apply(&mut client).await?;
     let seeded = Instant::now();
     seed::seed(&client, &secret, size).await?;
-    eprintln!("seeded {} students + {} stalls in {:.1?}", size.students, size.stalls, seeded.elapsed());
+    eprintln!(
+        "seeded {} students + {} stalls in {:.1?}",
+        size.students,
+        size.stalls,
+        seeded.elapsed()
+    );
     for table in ["students", "stalls"] {
-        client.batch_execute(&format!("VACUUM ANALYZE {table}")).await?;
+        client
+            .batch_execute(&format!("VACUUM ANALYZE {table}"))
+            .await?;
     }
 
     let mut redis = redis::aio::ConnectionManager::new(redis::Client::open(redis_url)?).await?;
@@ -131,16 +173,40 @@ async fn warm_in(db_url: &str, redis_url: &str, prefix: &str, size: DemoSize) ->
     let (warm, warm_wall, warm_rss) = run_warmer(&env)?;
 
     let rows = (size.students + size.stalls) as f64;
-    let rendered = cold["kinds"].as_array().map(|k| k.iter().map(|k| k["rendered"].as_f64().unwrap_or(0.0)).sum::<f64>()).unwrap_or(0.0);
-    let renewed = warm["kinds"].as_array().map(|k| k.iter().map(|k| k["renewed"].as_f64().unwrap_or(0.0)).sum::<f64>()).unwrap_or(0.0);
+    let rendered = cold["kinds"]
+        .as_array()
+        .map(|k| {
+            k.iter()
+                .map(|k| k["rendered"].as_f64().unwrap_or(0.0))
+                .sum::<f64>()
+        })
+        .unwrap_or(0.0);
+    let renewed = warm["kinds"]
+        .as_array()
+        .map(|k| {
+            k.iter()
+                .map(|k| k["renewed"].as_f64().unwrap_or(0.0))
+                .sum::<f64>()
+        })
+        .unwrap_or(0.0);
 
     // Bytes per entry: the stored string of a sample of keys.
     let mut cursor = 0u64;
     let (mut sampled, mut bytes) = (0u64, 0u64);
     while sampled < 1000 {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(500).query_async(&mut redis).await?;
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut redis)
+            .await?;
         for key in keys {
-            let length: u64 = redis::cmd("STRLEN").arg(&key).query_async(&mut redis).await?;
+            let length: u64 = redis::cmd("STRLEN")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await?;
             bytes += length;
             sampled += 1;
         }
@@ -151,9 +217,19 @@ async fn warm_in(db_url: &str, redis_url: &str, prefix: &str, size: DemoSize) ->
     }
     // Leave Redis as found: remove this run's keys.
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query_async(&mut redis).await?;
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut redis)
+            .await?;
         if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut redis).await?;
+            let _: () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut redis)
+                .await?;
         }
         if next == 0 {
             break;
@@ -163,7 +239,10 @@ async fn warm_in(db_url: &str, redis_url: &str, prefix: &str, size: DemoSize) ->
 
     let stages = &cold["stages"];
     println!("machine: {}", machine());
-    println!("rows: {} students + {} stalls (app-format HS256 JWT tokens, ECC H, 400 px, margin 4)", size.students, size.stalls);
+    println!(
+        "rows: {} students + {} stalls (app-format HS256 JWT tokens, ECC H, 400 px, margin 4)",
+        size.students, size.stalls
+    );
     println!(
         "cold warm: {rendered:.0} rendered in {:.2} s wall = {:.0} QRs/s end to end (warmer's own figure {:.0} QRs/s), peak RSS {:.1} MiB",
         cold_wall.as_secs_f64(),
@@ -186,8 +265,14 @@ async fn warm_in(db_url: &str, redis_url: &str, prefix: &str, size: DemoSize) ->
         warm["qrs_per_second"].as_f64().unwrap_or(0.0),
         warm_rss as f64 / 1024.0
     );
-    println!("bytes per cached entry (data URL, mean of {sampled}): {:.0}", bytes as f64 / sampled.max(1) as f64);
-    println!("Redis memory per 10,000 entries: {:.2} MiB", (memory_after - memory_before) as f64 / rows * 10_000.0 / 1_048_576.0);
+    println!(
+        "bytes per cached entry (data URL, mean of {sampled}): {:.0}",
+        bytes as f64 / sampled.max(1) as f64
+    );
+    println!(
+        "Redis memory per 10,000 entries: {:.2} MiB",
+        (memory_after - memory_before) as f64 / rows * 10_000.0 / 1_048_576.0
+    );
     Ok(())
 }
 
@@ -209,7 +294,11 @@ fn decode(png_bytes: &[u8]) -> Result<String, Failure> {
     let info = reader.next_frame(&mut buf)?;
     let (width, row_bytes) = (info.width as usize, info.line_size);
     let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, width, |x, y| {
-        if buf[y * row_bytes + x / 8] & (0x80 >> (x % 8)) != 0 { 255 } else { 0 }
+        if buf[y * row_bytes + x / 8] & (0x80 >> (x % 8)) != 0 {
+            255
+        } else {
+            0
+        }
     });
     let grids = image.detect_grids();
     let grid = grids.first().ok_or("no QR code found")?;
@@ -219,7 +308,9 @@ fn decode(png_bytes: &[u8]) -> Result<String, Failure> {
 fn render(args: &[String]) -> Result<(), Failure> {
     let count = flag(args, "--count", 2_000)?;
     let secret = SecretString::from("bench-secret");
-    let tokens: Vec<String> = (0..count).map(|i| seed::student_token(&secret, i)).collect::<Result<_, _>>()?;
+    let tokens: Vec<String> = (0..count)
+        .map(|i| seed::student_token(&secret, i))
+        .collect::<Result<_, _>>()?;
     let settings = QrSettings::default();
     let mean_len = tokens.iter().map(String::len).sum::<usize>() as f64 / count as f64;
     println!("machine: {}", machine());
@@ -227,20 +318,37 @@ fn render(args: &[String]) -> Result<(), Failure> {
 
     // Matrix encoders.
     let started = Instant::now();
-    let fast: Vec<_> = tokens.iter().map(|t| qr::encode_matrix(t, settings.ecc)).collect::<Result<_, _>>()?;
+    let fast: Vec<_> = tokens
+        .iter()
+        .map(|t| qr::encode_matrix(t, settings.ecc))
+        .collect::<Result<_, _>>()?;
     let fast_matrix = started.elapsed();
     let started = Instant::now();
     let slow: Vec<_> = tokens
         .iter()
-        .map(|t| qrcode::QrCode::with_error_correction_level(t.as_bytes(), qrcode::EcLevel::H).map(QrcodeGrid))
+        .map(|t| {
+            qrcode::QrCode::with_error_correction_level(t.as_bytes(), qrcode::EcLevel::H)
+                .map(QrcodeGrid)
+        })
         .collect::<Result<_, _>>()?;
     let slow_matrix = started.elapsed();
     let started = Instant::now();
-    let fast_png: Vec<Vec<u8>> = fast.iter().map(|m| qr::png_from_grid(m, &settings)).collect::<Result<_, _>>()?;
+    let fast_png: Vec<Vec<u8>> = fast
+        .iter()
+        .map(|m| qr::png_from_grid(m, &settings))
+        .collect::<Result<_, _>>()?;
     let png_time = started.elapsed();
-    let slow_png: Vec<Vec<u8>> = slow.iter().map(|m| qr::png_from_grid(m, &settings)).collect::<Result<_, _>>()?;
+    let slow_png: Vec<Vec<u8>> = slow
+        .iter()
+        .map(|m| qr::png_from_grid(m, &settings))
+        .collect::<Result<_, _>>()?;
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / count as f64;
-    println!("fast_qr matrix: {:.3} ms each; qrcode matrix: {:.3} ms each ({:.1}x)", per(fast_matrix), per(slow_matrix), slow_matrix.as_secs_f64() / fast_matrix.as_secs_f64());
+    println!(
+        "fast_qr matrix: {:.3} ms each; qrcode matrix: {:.3} ms each ({:.1}x)",
+        per(fast_matrix),
+        per(slow_matrix),
+        slow_matrix.as_secs_f64() / fast_matrix.as_secs_f64()
+    );
     println!("1-bit PNG: {:.3} ms each", per(png_time));
     println!(
         "images/s per core: fast_qr {:.0}, qrcode {:.0}",
@@ -262,7 +370,11 @@ fn render(args: &[String]) -> Result<(), Failure> {
         for matrix in &fast {
             total += qr::data_url(&qr::png_from_grid_at_level(matrix, &settings, level)?).len();
         }
-        println!("PNG deflate level {level}: {:.3} ms each, data URL {:.0} bytes", per(started.elapsed()), total as f64 / count as f64);
+        println!(
+            "PNG deflate level {level}: {:.3} ms each, data URL {:.0} bytes",
+            per(started.elapsed()),
+            total as f64 / count as f64
+        );
     }
     Ok(())
 }

@@ -10,7 +10,10 @@ use tools::seed::{self, DemoSize};
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let mut count = |default: usize| args.next().map_or(Ok(default), |text| text.parse::<usize>().map_err(|_| text));
+    let mut count = |default: usize| {
+        args.next()
+            .map_or(Ok(default), |text| text.parse::<usize>().map_err(|_| text))
+    };
     let size = match (count(5_000), count(60)) {
         (Ok(students), Ok(stalls)) => DemoSize { students, stalls },
         (Err(text), _) | (_, Err(text)) => {
@@ -18,7 +21,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let url = std::env::var("NEON_DATABASE_URL").or_else(|_| std::env::var("DATABASE_URL")).unwrap_or_default();
+    let url = std::env::var("NEON_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_default();
     let Ok(secret) = std::env::var("JWT_SECRET").map(SecretString::from) else {
         eprintln!("demo-data: JWT_SECRET is not set (the tokens are signed with it)");
         return ExitCode::from(2);
@@ -31,7 +36,10 @@ async fn main() -> ExitCode {
     .await;
     match result {
         Ok(()) => {
-            println!("demo data: {} students and {} stalls with QR tokens", size.students, size.stalls);
+            println!(
+                "demo data: {} students and {} stalls with QR tokens",
+                size.students, size.stalls
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {

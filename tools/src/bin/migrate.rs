@@ -6,7 +6,10 @@ use shared::db::DatabaseSettings;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Some(url) = std::env::var("NEON_DATABASE_URL").ok().or_else(|| std::env::var("DATABASE_URL").ok()) else {
+    let Some(url) = std::env::var("NEON_DATABASE_URL")
+        .ok()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+    else {
         eprintln!("migrate: NEON_DATABASE_URL (or DATABASE_URL) is not set");
         return ExitCode::from(2);
     };

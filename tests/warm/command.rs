@@ -1,0 +1,130 @@
+//! The plain command, as cron and PM2 run it: summary, exit status, and logs free of secrets.
+
+use std::process::{Command, Output};
+
+use end_to_end::{binary, redis_url, test_cache, TestDb};
+
+const DB_PASSWORD: &str = "Pg-Pa55word-never-logged";
+const JWT: &str = "Jwt-secret-never-logged";
+
+fn run(env: &[(&str, String)], args: &[&str]) -> Output {
+    Command::new(binary("warm-qr-cache"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn with_password(url: &str) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    url.set_password(Some(DB_PASSWORD)).unwrap();
+    url.to_string()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test]
+async fn prints_the_summary_and_never_a_secret_even_at_trace_level() {
+    let db = TestDb::create().await;
+    db.seed(30, 4).await;
+    let cache = test_cache(600);
+    let env = [
+        ("NEON_DATABASE_URL", with_password(&db.url)),
+        ("REDIS_URL", redis_url()),
+        ("CACHE_KEY_PREFIX", cache.settings().key_prefix.clone()),
+        ("JWT_SECRET", JWT.to_string()),
+        ("LOG_LEVEL", "trace".to_string()),
+    ];
+    let output = run(&env, &[]);
+    let all = text(&output);
+    assert!(output.status.success(), "{all}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("Students: 30/30 cached (0 failed): 30 rendered, 0 renewed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Stalls: 4/4 cached (0 failed)"), "{stdout}");
+    assert!(stdout.contains("QRs/second"), "{stdout}");
+    assert!(
+        !all.contains(DB_PASSWORD) && !all.contains(JWT),
+        "a secret reached the output"
+    );
+
+    let output = run(&env, &["--json", "--kinds", "stalls"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("JSON summary on stdout");
+    assert_eq!(summary["kinds"][0]["kind"], "stalls");
+    assert_eq!(summary["kinds"][0]["renewed"], 4);
+}
+
+#[tokio::test]
+async fn postgres_down_exits_non_zero_with_the_reason_and_no_secret() {
+    let cache = test_cache(600);
+    let env = [
+        ("NEON_DATABASE_URL", format!("postgres://postgres:{DB_PASSWORD}@127.0.0.1:1/gone?sslmode=disable&connect_timeout=2")),
+        ("REDIS_URL", redis_url()),
+        ("CACHE_KEY_PREFIX", cache.settings().key_prefix.clone()),
+        ("JWT_SECRET", JWT.to_string()),
+        ("LOG_LEVEL", "trace".to_string()),
+    ];
+    let output = run(&env, &[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("Postgres: connecting"), "{all}");
+    assert!(
+        all.contains("Postgres unreachable: renewed the TTL of 0 cached images"),
+        "{all}"
+    );
+    assert!(
+        !all.contains(DB_PASSWORD) && !all.contains(JWT),
+        "a secret reached the output"
+    );
+}
+
+#[test]
+fn bad_configuration_and_payloads_are_usage_errors_naming_the_problem() {
+    let output = run(
+        &[("NEON_DATABASE_URL", "postgres://127.0.0.1/x".into())],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output).contains("REDIS_URL is not set"),
+        "{}",
+        text(&output)
+    );
+
+    let env = [
+        ("NEON_DATABASE_URL", "postgres://127.0.0.1/x".to_string()),
+        ("REDIS_URL", redis_url()),
+        ("QR_ECC", "Z".into()),
+    ];
+    let output = run(&env, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output).contains("QR_ECC is invalid"),
+        "{}",
+        text(&output)
+    );
+
+    let env = [
+        ("NEON_DATABASE_URL", "postgres://127.0.0.1/x".to_string()),
+        ("REDIS_URL", redis_url()),
+    ];
+    let output = run(&env, &["--payload", r#"{"kinds": ["teachers"]}"#]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output).contains("`teachers` is not a kind"),
+        "{}",
+        text(&output)
+    );
+}

@@ -1,0 +1,7 @@
+//! The QR cache warmer against real Postgres and Redis.
+
+mod cache_contract;
+mod command;
+mod connections;
+mod failures;
+mod shards;
