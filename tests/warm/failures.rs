@@ -32,7 +32,7 @@ impl OwnRedis {
                 "no",
             ])
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server on PATH");
