@@ -21,20 +21,16 @@ struct Clients {
     cache: Cache,
 }
 
+/// Errors go back as their message: that is what the invoker and Lambda's error log show.
 async fn handle(
     event: LambdaEvent<Value>,
     clients: &Clients,
 ) -> Result<WarmSummary, lambda_runtime::Error> {
-    let request = WarmRequest::from_event(&event.payload)?;
-    let summary = warm::warm_and_report(
-        &clients.db,
-        &clients.cache,
-        &clients.config.qr,
-        &request,
-        &(),
-    )
-    .await?;
-    Ok(summary)
+    let request = WarmRequest::from_event(&event.payload).map_err(|error| error.to_string())?;
+    let Clients { config, db, cache } = clients;
+    warm::warm_and_report(db, cache, &config.qr, &request, &())
+        .await
+        .map_err(|failed| failed.to_string().into())
 }
 
 #[tokio::main]
