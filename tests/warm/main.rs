@@ -4,4 +4,5 @@ mod cache_contract;
 mod command;
 mod connections;
 mod failures;
+mod lambda;
 mod shards;

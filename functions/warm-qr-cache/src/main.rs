@@ -6,32 +6,12 @@ mod terminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use lambda_runtime::{service_fn, LambdaEvent};
-use serde_json::Value;
+use lambda_runtime::service_fn;
 use shared::cache::Cache;
 use shared::config::Config;
 use shared::db::Database;
 use shared::telemetry::{self, LogFormat};
-use shared::warm::{self, WarmRequest, WarmSummary};
-
-/// Clients made once at cold start and reused by every invocation.
-struct Clients {
-    config: Config,
-    db: Database,
-    cache: Cache,
-}
-
-/// Errors go back as their message: that is what the invoker and Lambda's error log show.
-async fn handle(
-    event: LambdaEvent<Value>,
-    clients: &Clients,
-) -> Result<WarmSummary, lambda_runtime::Error> {
-    let request = WarmRequest::from_event(&event.payload).map_err(|error| error.to_string())?;
-    let Clients { config, db, cache } = clients;
-    warm::warm_and_report(db, cache, &config.qr, &request, &())
-        .await
-        .map_err(|failed| failed.to_string().into())
-}
+use warm_qr_cache::{handle, Clients};
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -1,0 +1,78 @@
+//! The Lambda handler, fed the sample events in `events/` as Lambda would deliver them.
+
+use end_to_end::{config_for, test_cache, TestDb};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::Value;
+use warm_qr_cache::{handle, Clients};
+
+fn event(file: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(file);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+async fn invoke(clients: &Clients, payload: Value) -> Result<shared::warm::WarmSummary, String> {
+    handle(LambdaEvent::new(payload, Context::default()), clients)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn every_sample_event_runs_the_warm_it_describes() {
+    let db = TestDb::create().await;
+    db.seed(25, 6).await;
+    let cache = test_cache(600);
+    let config = config_for(&db, &cache);
+    let clients = Clients {
+        db: db.database(),
+        cache,
+        config,
+    };
+
+    let summary = invoke(&clients, event("warm-scheduled.json"))
+        .await
+        .unwrap();
+    assert_eq!((summary.rendered(), summary.renewed()), (31, 0));
+    let summary = invoke(&clients, event("warm-scheduler.json"))
+        .await
+        .unwrap();
+    assert_eq!((summary.rendered(), summary.renewed()), (0, 31));
+    let summary = invoke(&clients, event("warm-on-demand.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.kinds.len(), summary.rendered()),
+        (1, 25),
+        "students forced"
+    );
+    let summary = invoke(&clients, event("warm-shard.json")).await.unwrap();
+    assert!(
+        summary.renewed() > 0 && summary.renewed() < 31,
+        "one shard of four: {summary}"
+    );
+    // The sample ids match no demo row: an on-demand warm of unknown ids caches nothing.
+    let summary = invoke(&clients, event("warm-after-token-regeneration.json"))
+        .await
+        .unwrap();
+    assert_eq!(summary.cached(), 0);
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_refused_with_its_reason() {
+    let db = TestDb::create().await;
+    let cache = test_cache(600);
+    let config = config_for(&db, &cache);
+    let clients = Clients {
+        db: db.database(),
+        cache,
+        config,
+    };
+    let error = invoke(&clients, serde_json::json!({"kinds": "students"}))
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("warm payload: invalid type: string \"students\", expected a sequence"),
+        "{error}"
+    );
+}
