@@ -6,6 +6,7 @@ pub mod db;
 pub mod error;
 pub mod migrations;
 pub mod qr;
+pub mod spreadsheet;
 pub mod telemetry;
 pub mod token;
 pub mod warm;

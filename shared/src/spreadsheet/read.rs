@@ -1,0 +1,479 @@
+//! Sheets to rows, rows to records: finds the data sheet and its header row, then feeds the
+//! rows below it to the validator. `.xlsx`/`.xlsb` are streamed cell by cell (nothing is sized
+//! by a sheet's declared dimensions); `.xls`/`.ods` are read whole after `guard` measured them;
+//! `.csv` is read record by record.
+
+use std::io::Cursor;
+
+use calamine::{Data, Ods, Range, Reader, Xls, XlsError, Xlsb, XlsbError, Xlsx, XlsxError};
+use chrono::NaiveDate;
+
+use super::cells::Cell;
+use super::headers::{Field, HeaderMap};
+use super::validate::RowValidator;
+use super::{FileError, Format, Limits, ParsedFile, HEADER_SEARCH_ROWS};
+use crate::db::Kind;
+
+/// The non-blank cells of one row: (0-based column, cell), sorted by column.
+type RowCells = Vec<(u32, Cell)>;
+
+/// Rows of one sheet, blank ones skipped.
+trait RowSource {
+    /// The next row holding at least one non-blank cell: (1-based row number, cells).
+    fn next_row(&mut self) -> Result<Option<(u32, RowCells)>, FileError>;
+}
+
+/// What one import reads files for.
+pub struct Job<'a> {
+    pub kind: Kind,
+    pub limits: &'a Limits,
+    pub today: NaiveDate,
+}
+
+/// The header row that came closest on sheets without the required headers, for the error.
+struct Candidate {
+    sheet: Option<String>,
+    row: u32,
+    headers: Vec<String>,
+    missing: Vec<Field>,
+}
+
+enum SheetOutcome {
+    Parsed(ParsedFile),
+    NoHeader(Option<Candidate>),
+}
+
+/// Runs calamine's part of a read so that a panic inside it (a bug met by an odd file) becomes
+/// a refusal of that file rather than the end of the process.
+pub fn with_panic_guard(
+    format: Format,
+    read: impl FnOnce() -> Result<ParsedFile, FileError>,
+) -> Result<ParsedFile, FileError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|_| {
+        tracing::error!(format = %format, "the spreadsheet reader panicked on a file");
+        Err(FileError::Damaged {
+            format: format.extension(),
+            detail: "the reader could not make sense of it".to_owned(),
+        })
+    })
+}
+
+impl Job<'_> {
+    pub fn xlsx(&self, bytes: &[u8], format: Format) -> Result<ParsedFile, FileError> {
+        let label = format.extension();
+        let mut workbook: Xlsx<_> =
+            Xlsx::new(Cursor::new(bytes)).map_err(|e| xlsx_error(label, e))?;
+        let mut best = None;
+        for name in workbook.sheet_names() {
+            let mut reader = match workbook.worksheet_cells_reader(&name) {
+                Ok(reader) => reader,
+                // Chart sheets and dialog sheets hold no cells.
+                Err(XlsxError::NotAWorksheet(_) | XlsxError::WorksheetNotFound(_)) => continue,
+                Err(e) => return Err(xlsx_error(label, e)),
+            };
+            let mut rows = CellStream::new(&name, self.limits, || {
+                reader
+                    .next_cell()
+                    .map(|cell| {
+                        cell.map(|c| (c.get_position(), Cell::from_data_ref(c.get_value().clone())))
+                    })
+                    .map_err(|e| xlsx_error(label, e))
+            });
+            match self.sheet(Some(&name), format, &mut rows)? {
+                SheetOutcome::Parsed(parsed) => return Ok(parsed),
+                SheetOutcome::NoHeader(candidate) => best = closer(best, candidate),
+            }
+        }
+        Err(self.missing_columns(best))
+    }
+
+    pub fn xlsb(&self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
+        let mut workbook: Xlsb<_> = Xlsb::new(Cursor::new(bytes)).map_err(xlsb_error)?;
+        let mut best = None;
+        for name in workbook.sheet_names() {
+            let mut reader = match workbook.worksheet_cells_reader(&name) {
+                Ok(reader) => reader,
+                Err(XlsbError::WorksheetNotFound(_)) => continue,
+                Err(e) => return Err(xlsb_error(e)),
+            };
+            let mut rows = CellStream::new(&name, self.limits, || {
+                reader
+                    .next_cell()
+                    .map(|cell| {
+                        cell.map(|c| (c.get_position(), Cell::from_data_ref(c.get_value().clone())))
+                    })
+                    .map_err(xlsb_error)
+            });
+            match self.sheet(Some(&name), Format::Xlsb, &mut rows)? {
+                SheetOutcome::Parsed(parsed) => return Ok(parsed),
+                SheetOutcome::NoHeader(candidate) => best = closer(best, candidate),
+            }
+        }
+        Err(self.missing_columns(best))
+    }
+
+    pub fn xls(&self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
+        let mut workbook: Xls<_> = Xls::new(Cursor::new(bytes)).map_err(|e| match e {
+            XlsError::Password => FileError::PasswordProtected,
+            e => damaged("xls", e),
+        })?;
+        let sheets = workbook.sheet_names();
+        let mut best = None;
+        for name in sheets {
+            let range = workbook
+                .worksheet_range(&name)
+                .map_err(|e| damaged("xls", e))?;
+            match self.range(&name, Format::Xls, range)? {
+                SheetOutcome::Parsed(parsed) => return Ok(parsed),
+                SheetOutcome::NoHeader(candidate) => best = closer(best, candidate),
+            }
+        }
+        Err(self.missing_columns(best))
+    }
+
+    pub fn ods(&self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
+        let mut workbook: Ods<_> = Ods::new(Cursor::new(bytes)).map_err(|e| match e {
+            calamine::OdsError::Password => FileError::PasswordProtected,
+            e => damaged("ods", e),
+        })?;
+        let sheets = workbook.sheet_names();
+        let mut best = None;
+        for name in sheets {
+            let range = workbook
+                .worksheet_range(&name)
+                .map_err(|e| damaged("ods", e))?;
+            match self.range(&name, Format::Ods, range)? {
+                SheetOutcome::Parsed(parsed) => return Ok(parsed),
+                SheetOutcome::NoHeader(candidate) => best = closer(best, candidate),
+            }
+        }
+        Err(self.missing_columns(best))
+    }
+
+    fn range(
+        &self,
+        name: &str,
+        format: Format,
+        range: Range<Data>,
+    ) -> Result<SheetOutcome, FileError> {
+        let mut rows = RangeRows {
+            sheet: name,
+            limits: self.limits,
+            range: &range,
+            next: 0,
+        };
+        self.sheet(Some(name), format, &mut rows)
+    }
+
+    pub fn csv(&self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
+        let text = csv_text(bytes)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(delimiter(text))
+            .from_reader(text.as_bytes());
+        let mut rows = CsvRows {
+            records: reader.records(),
+            limits: self.limits,
+        };
+        match self.sheet(None, Format::Csv, &mut rows)? {
+            SheetOutcome::Parsed(parsed) => Ok(parsed),
+            SheetOutcome::NoHeader(candidate) => Err(self.missing_columns(candidate)),
+        }
+    }
+
+    /// Finds the header row among the first non-empty rows, then validates every row below it.
+    fn sheet(
+        &self,
+        name: Option<&str>,
+        format: Format,
+        rows: &mut dyn RowSource,
+    ) -> Result<SheetOutcome, FileError> {
+        let mut best: Option<Candidate> = None;
+        let mut header = None;
+        for _ in 0..HEADER_SEARCH_ROWS {
+            let Some((row, cells)) = rows.next_row()? else {
+                break;
+            };
+            let texts: Vec<(u32, String)> = cells
+                .iter()
+                .filter_map(|(index, cell)| Some((*index, cell.text().ok()??)))
+                .collect();
+            let map = HeaderMap::match_row(self.kind, &texts);
+            let missing = map.missing(self.kind);
+            if missing.is_empty() {
+                header = Some((row, map));
+                break;
+            }
+            let candidate = Candidate {
+                sheet: name.map(str::to_owned),
+                row,
+                headers: map.headers(),
+                missing,
+            };
+            best = closer(best, Some(candidate));
+        }
+        let Some((header_row, map)) = header else {
+            return Ok(SheetOutcome::NoHeader(best));
+        };
+        let ignored_columns = map.ignored();
+        let mut validator = RowValidator::new(self.kind, map, self.today);
+        let mut rows_seen: u32 = 0;
+        while let Some((row, cells)) = rows.next_row()? {
+            if validator.is_blank(&cells) {
+                continue;
+            }
+            rows_seen += 1;
+            if rows_seen > self.limits.max_rows {
+                return Err(FileError::TooManyRows {
+                    sheet: name.unwrap_or("CSV").to_owned(),
+                    max: self.limits.max_rows,
+                });
+            }
+            validator.push_row(row, &cells);
+        }
+        Ok(SheetOutcome::Parsed(ParsedFile {
+            format,
+            sheet: name.map(str::to_owned),
+            header_row,
+            ignored_columns,
+            records: validator.records,
+            rejected: validator.rejected,
+            rows_seen,
+        }))
+    }
+
+    fn missing_columns(&self, best: Option<Candidate>) -> FileError {
+        let required = Field::required(self.kind);
+        match best {
+            Some(candidate) => FileError::MissingColumns {
+                sheet: candidate.sheet,
+                row: Some(candidate.row),
+                missing: candidate.missing.iter().map(|f| f.name()).collect(),
+                found: candidate.headers,
+            },
+            None => FileError::MissingColumns {
+                sheet: None,
+                row: None,
+                missing: required.iter().map(|f| f.name()).collect(),
+                found: Vec::new(),
+            },
+        }
+    }
+}
+
+/// The candidate missing fewer required headers; the earlier one on a tie.
+fn closer(best: Option<Candidate>, next: Option<Candidate>) -> Option<Candidate> {
+    match (best, next) {
+        (Some(best), Some(next)) if next.missing.len() < best.missing.len() => Some(next),
+        (Some(best), _) => Some(best),
+        (None, next) => next,
+    }
+}
+
+fn damaged(format: &'static str, error: impl std::fmt::Display) -> FileError {
+    FileError::Damaged {
+        format,
+        detail: error.to_string(),
+    }
+}
+
+fn xlsx_error(format: &'static str, error: XlsxError) -> FileError {
+    match error {
+        XlsxError::Password => FileError::PasswordProtected,
+        e => damaged(format, e),
+    }
+}
+
+fn xlsb_error(error: XlsbError) -> FileError {
+    match error {
+        XlsbError::Password => FileError::PasswordProtected,
+        e => damaged("xlsb", e),
+    }
+}
+
+fn too_many_columns(sheet: &str, row: u32, column: u32, limits: &Limits) -> FileError {
+    FileError::TooManyColumns {
+        sheet: sheet.to_owned(),
+        row,
+        column: column.saturating_add(1),
+        max: limits.max_columns,
+    }
+}
+
+/// Cells as a streaming reader yields them, in sheet order, grouped into rows. Blank cells
+/// (millions of formatted-but-empty ones) are dropped as they pass; only the current row is
+/// held.
+struct CellStream<'s, F> {
+    sheet: &'s str,
+    limits: &'s Limits,
+    next_cell: F,
+    pending: Option<((u32, u32), Cell)>,
+    done: bool,
+}
+
+impl<'s, F> CellStream<'s, F>
+where
+    F: FnMut() -> Result<Option<((u32, u32), Cell)>, FileError>,
+{
+    fn new(sheet: &'s str, limits: &'s Limits, next_cell: F) -> Self {
+        CellStream {
+            sheet,
+            limits,
+            next_cell,
+            pending: None,
+            done: false,
+        }
+    }
+}
+
+impl<F> RowSource for CellStream<'_, F>
+where
+    F: FnMut() -> Result<Option<((u32, u32), Cell)>, FileError>,
+{
+    fn next_row(&mut self) -> Result<Option<(u32, RowCells)>, FileError> {
+        let mut current: Option<u32> = None;
+        let mut cells: RowCells = Vec::new();
+        loop {
+            let next = match self.pending.take() {
+                Some(cell) => Some(cell),
+                None if self.done => None,
+                None => (self.next_cell)()?,
+            };
+            let Some(((row, column), cell)) = next else {
+                self.done = true;
+                break;
+            };
+            if cell.is_blank() {
+                continue;
+            }
+            match current {
+                Some(r) if r != row => {
+                    self.pending = Some(((row, column), cell));
+                    break;
+                }
+                _ => current = Some(row),
+            }
+            if column >= self.limits.max_columns {
+                return Err(too_many_columns(
+                    self.sheet,
+                    row.saturating_add(1),
+                    column,
+                    self.limits,
+                ));
+            }
+            cells.push((column, cell));
+        }
+        Ok(current.map(|row| {
+            cells.sort_by_key(|(column, _)| *column);
+            cells.dedup_by_key(|(column, _)| *column);
+            (row.saturating_add(1), cells)
+        }))
+    }
+}
+
+/// Rows of a sheet read whole.
+struct RangeRows<'s> {
+    sheet: &'s str,
+    limits: &'s Limits,
+    range: &'s Range<Data>,
+    next: usize,
+}
+
+impl RowSource for RangeRows<'_> {
+    fn next_row(&mut self) -> Result<Option<(u32, RowCells)>, FileError> {
+        let Some((first_row, first_col)) = self.range.start() else {
+            return Ok(None);
+        };
+        let width = self.range.width();
+        while self.next < self.range.height() {
+            let index = self.next;
+            self.next += 1;
+            let row = first_row.saturating_add(index as u32).saturating_add(1);
+            let mut cells = Vec::new();
+            for offset in 0..width {
+                let Some(data) = self.range.get((index, offset)) else {
+                    continue;
+                };
+                let cell = Cell::from_data(data);
+                if cell.is_blank() {
+                    continue;
+                }
+                let column = first_col.saturating_add(offset as u32);
+                if column >= self.limits.max_columns {
+                    return Err(too_many_columns(self.sheet, row, column, self.limits));
+                }
+                cells.push((column, cell));
+            }
+            if !cells.is_empty() {
+                return Ok(Some((row, cells)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Records of a CSV file; the row number is the line the record starts on.
+struct CsvRows<'a> {
+    records: csv::StringRecordsIter<'a, &'a [u8]>,
+    limits: &'a Limits,
+}
+
+impl RowSource for CsvRows<'_> {
+    fn next_row(&mut self) -> Result<Option<(u32, RowCells)>, FileError> {
+        for record in self.records.by_ref() {
+            let record = record.map_err(|e| damaged("csv", e))?;
+            let line = record
+                .position()
+                .map(|p| u32::try_from(p.line()).unwrap_or(u32::MAX))
+                .unwrap_or(0);
+            let mut cells = Vec::new();
+            for (index, field) in record.iter().enumerate() {
+                let cell = Cell::Text(field.to_owned());
+                if cell.is_blank() {
+                    continue;
+                }
+                let column = u32::try_from(index).unwrap_or(u32::MAX);
+                if column >= self.limits.max_columns {
+                    return Err(too_many_columns("CSV", line, column, self.limits));
+                }
+                cells.push((column, cell));
+            }
+            if !cells.is_empty() {
+                return Ok(Some((line, cells)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The text of a CSV file: UTF-8 with or without its byte-order mark; anything else refused.
+fn csv_text(bytes: &[u8]) -> Result<&str, FileError> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(FileError::NotUtf8 { line: 1 });
+    }
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as u64
+            + 1;
+        FileError::NotUtf8 { line }
+    })
+}
+
+/// Comma, unless the first line clearly uses semicolons (Excel in many European locales) or
+/// tabs.
+fn delimiter(text: &str) -> u8 {
+    let first = text.lines().next().unwrap_or("");
+    let count = |c: char| first.matches(c).count();
+    let (commas, semicolons, tabs) = (count(','), count(';'), count('\t'));
+    if semicolons > commas && semicolons >= tabs {
+        b';'
+    } else if tabs > commas && tabs > semicolons {
+        b'\t'
+    } else {
+        b','
+    }
+}

@@ -1,0 +1,1104 @@
+//! Whole-file tests: fixtures are built in memory (rust_xlsxwriter for ordinary workbooks, the
+//! zip and cfb crates for hand-made and hostile ones).
+
+use std::io::{Cursor, Write};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use rust_xlsxwriter::{ExcelDateTime, Format as CellFormat, Formula, Workbook};
+use zip::write::SimpleFileOptions;
+
+use super::*;
+
+const TEMPLATE_HEADERS: [&str; 10] = [
+    "registration_no*",
+    "email",
+    "full_name*",
+    "school_id*",
+    "date_of_birth*",
+    "pincode*",
+    "phone",
+    "address",
+    "program_name",
+    "batch",
+];
+const SCHOOL: &str = "123e4567-e89b-12d3-a456-426614174000";
+
+fn today() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2025, 6, 1).unwrap()
+}
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+/// A cell to write into a fixture.
+#[derive(Clone)]
+enum V {
+    S(&'static str),
+    Owned(String),
+    N(f64),
+    D(u16, u8, u8),
+    Formula(&'static str, &'static str),
+    Rich(&'static [&'static str]),
+    Blank,
+}
+
+use V::{Blank, N, S};
+
+/// Writes `rows` (each starting at column A, sheet row `first_row`, 0-based) into a sheet.
+fn write_rows(sheet: &mut rust_xlsxwriter::Worksheet, first_row: u32, rows: &[Vec<V>]) {
+    let date_format = CellFormat::new().set_num_format("dd/mm/yyyy");
+    let bold = CellFormat::new().set_bold();
+    for (r, row) in rows.iter().enumerate() {
+        let r = first_row + r as u32;
+        for (c, value) in row.iter().enumerate() {
+            let c = c as u16;
+            match value {
+                S(text) => {
+                    sheet.write_string(r, c, *text).unwrap();
+                }
+                V::Owned(text) => {
+                    sheet.write_string(r, c, text.as_str()).unwrap();
+                }
+                N(number) => {
+                    sheet.write_number(r, c, *number).unwrap();
+                }
+                V::D(y, m, d) => {
+                    let dt = ExcelDateTime::from_ymd(*y, *m, *d).unwrap();
+                    sheet
+                        .write_datetime_with_format(r, c, &dt, &date_format)
+                        .unwrap();
+                }
+                V::Formula(formula, result) => {
+                    sheet
+                        .write_formula(r, c, Formula::new(*formula).set_result(*result))
+                        .unwrap();
+                }
+                V::Rich(parts) => {
+                    let plain = CellFormat::new();
+                    let segments: Vec<(&CellFormat, &str)> = parts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (if i % 2 == 0 { &bold } else { &plain }, *p))
+                        .collect();
+                    sheet.write_rich_string(r, c, &segments).unwrap();
+                }
+                Blank => {}
+            }
+        }
+    }
+}
+
+/// A workbook of named sheets, each a list of rows starting at A1.
+fn xlsx(sheets: &[(&str, Vec<Vec<V>>)]) -> Vec<u8> {
+    let mut workbook = Workbook::new();
+    for (name, rows) in sheets {
+        let sheet = workbook.add_worksheet();
+        sheet.set_name(*name).unwrap();
+        write_rows(sheet, 0, rows);
+    }
+    workbook.save_to_buffer().unwrap()
+}
+
+fn headers(names: &[&'static str]) -> Vec<V> {
+    names.iter().map(|n| S(n)).collect()
+}
+
+/// A valid template row: registration number, email, name, then the rest as the template has
+/// them.
+fn student(reg: f64, email: &'static str, name: &'static str) -> Vec<V> {
+    vec![
+        N(reg),
+        S(email),
+        S(name),
+        S(SCHOOL),
+        S("2005-05-15"),
+        N(110001.0),
+        N(9876543210.0),
+        S("New Delhi, India"),
+        S("B.Tech Computer Science"),
+        N(2025.0),
+    ]
+}
+
+fn read(bytes: &[u8], format: Format, kind: Kind) -> Result<ParsedFile, FileError> {
+    read_records(bytes, format, kind, &Limits::default(), today())
+}
+
+fn students(parsed: &ParsedFile) -> &[(u32, StudentRecord)] {
+    match &parsed.records {
+        Records::Students(rows) => rows,
+        Records::Stalls(_) => panic!("expected students"),
+    }
+}
+
+fn stalls(parsed: &ParsedFile) -> &[(u32, StallRecord)] {
+    match &parsed.records {
+        Records::Stalls(rows) => rows,
+        Records::Students(_) => panic!("expected stalls"),
+    }
+}
+
+/// (row, column, reason) of each rejection, for compact assertions.
+fn errors(parsed: &ParsedFile) -> Vec<(u32, String, String)> {
+    parsed
+        .rejected
+        .iter()
+        .map(|e| (e.row, e.column.to_string(), e.reason.to_string()))
+        .collect()
+}
+
+fn one_student_sheet(row: Vec<V>) -> ParsedFile {
+    let bytes = xlsx(&[("Students", vec![headers(&TEMPLATE_HEADERS), row])]);
+    read(&bytes, Format::Xlsx, Kind::Students).unwrap()
+}
+
+#[test]
+fn formats_from_file_names() {
+    assert_eq!(
+        Format::from_file_name("imports/students/a.XLSX"),
+        Some(Format::Xlsx)
+    );
+    assert_eq!(
+        Format::from_file_name("list.final.xlsm"),
+        Some(Format::Xlsm)
+    );
+    assert_eq!(Format::from_file_name("x.Xlsb"), Some(Format::Xlsb));
+    assert_eq!(Format::from_file_name("old.xls"), Some(Format::Xls));
+    assert_eq!(Format::from_file_name("calc.ods"), Some(Format::Ods));
+    assert_eq!(Format::from_file_name("export.CSV"), Some(Format::Csv));
+    assert_eq!(Format::from_file_name("notes.txt"), None);
+    assert_eq!(Format::from_file_name("xlsx"), None);
+    assert_eq!(Format::from_file_name("imports/students/"), None);
+}
+
+#[test]
+fn the_apps_template_with_instructions_first() {
+    let instructions = vec![
+        vec![S("STUDENT BULK UPLOAD TEMPLATE")],
+        vec![],
+        vec![S("Instructions:")],
+        vec![S("1. Fill the \"Students\" sheet with student data")],
+        vec![S("* registration_no: Unique student registration number")],
+    ];
+    let data = vec![
+        headers(&TEMPLATE_HEADERS),
+        student(2025001.0, "john.doe@example.com", "John Doe"),
+        student(2025002.0, "jane.smith@example.com", "Jane Smith"),
+        vec![
+            N(2025003.0),
+            S("robert.johnson@example.com"),
+            S("Robert Johnson"),
+            S(SCHOOL),
+            S("2004-12-10"),
+            N(110003.0),
+            S(""),
+            S(""),
+            S(""),
+            S(""),
+        ],
+    ];
+    let bytes = xlsx(&[("Instructions", instructions), ("Students", data)]);
+    let parsed = read(&bytes, Format::Xlsx, Kind::Students).unwrap();
+    assert_eq!(parsed.sheet.as_deref(), Some("Students"));
+    assert_eq!(parsed.header_row, 1);
+    assert_eq!(parsed.rows_seen, 3);
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    let rows = students(&parsed);
+    assert_eq!(rows.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [2, 3, 4]);
+    let (_, john) = &rows[0];
+    assert_eq!(john.registration_no.as_str(), "2025001");
+    assert_eq!(
+        john.email.as_ref().unwrap().as_str(),
+        "john.doe@example.com"
+    );
+    assert_eq!(john.full_name, "John Doe");
+    assert_eq!(john.school, SchoolRef::parse(SCHOOL));
+    assert_eq!(john.date_of_birth, date(2005, 5, 15));
+    assert_eq!(john.pincode.as_str(), "110001");
+    assert_eq!(john.phone.as_ref().unwrap().as_str(), "9876543210");
+    assert_eq!(john.address.as_deref(), Some("New Delhi, India"));
+    assert_eq!(
+        john.program_name.as_deref(),
+        Some("B.Tech Computer Science")
+    );
+    assert_eq!(john.batch, Some(2025));
+    let (_, robert) = &rows[2];
+    assert_eq!(robert.phone, None);
+    assert_eq!(robert.address, None);
+    assert_eq!(robert.program_name, None);
+    assert_eq!(robert.batch, None);
+}
+
+#[test]
+fn title_row_above_headers_and_synonyms() {
+    let rows = vec![
+        vec![S("SGT University — students of 2025")],
+        vec![],
+        vec![
+            S("S. No."),
+            S("Reg. No."),
+            S("Student Name"),
+            S("School Name"),
+            S("DOB"),
+            S("Pin Code"),
+            S("Mobile Number"),
+            S("E-mail"),
+            S("Programme"),
+            S("Batch Year"),
+            S("Father's Name"),
+        ],
+        vec![
+            N(1.0),
+            S("2021CSE001"),
+            S("  Asha   Verma "),
+            S("School of Engineering"),
+            V::D(2004, 2, 29),
+            S("122505"),
+            S("+91 98765-43210"),
+            S("Asha.Verma@SGTUniversity.org"),
+            S("B.Tech"),
+            N(2025.0),
+            S("R. Verma"),
+        ],
+    ];
+    let bytes = xlsx(&[("Sheet1", rows)]);
+    let parsed = read(&bytes, Format::Xlsx, Kind::Students).unwrap();
+    assert_eq!(parsed.header_row, 3);
+    assert_eq!(parsed.ignored_columns, ["S. No.", "Father's Name"]);
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    let (row, asha) = &students(&parsed)[0];
+    assert_eq!(*row, 4);
+    assert_eq!(asha.registration_no.as_str(), "2021CSE001");
+    assert_eq!(asha.full_name, "Asha Verma");
+    assert_eq!(
+        asha.school,
+        SchoolRef::Name("School of Engineering".to_owned())
+    );
+    assert_eq!(asha.date_of_birth, date(2004, 2, 29));
+    assert_eq!(asha.phone.as_ref().unwrap().as_str(), "9876543210");
+    assert_eq!(
+        asha.email.as_ref().unwrap().as_str(),
+        "asha.verma@sgtuniversity.org"
+    );
+    assert_eq!(asha.program_name.as_deref(), Some("B.Tech"));
+}
+
+#[test]
+fn cells_as_a_person_meant_them() {
+    let rows = vec![
+        headers(&TEMPLATE_HEADERS),
+        // Leading zeros of text cells, a numeric pincode, a date cell, a formula's cached value.
+        vec![
+            S("007"),
+            Blank,
+            V::Rich(&["Ravi ", "Kumar"]),
+            S(SCHOOL),
+            V::D(2003, 1, 31),
+            S("011001"),
+            V::Formula("=\"98765\"&\"43210\"", "9876543210"),
+            S("   "),
+            Blank,
+            V::Formula("=2020+5", "2025"),
+        ],
+        // Text dates, day first.
+        vec![
+            N(2021001.0),
+            Blank,
+            S("Meena"),
+            S(SCHOOL),
+            S("15/05/2005"),
+            N(110001.0),
+        ],
+        vec![
+            N(2021002.0),
+            Blank,
+            S("Kiran"),
+            S(SCHOOL),
+            S("15-05-2005"),
+            N(110001.0),
+        ],
+    ];
+    let bytes = xlsx(&[("Students", rows)]);
+    let parsed = read(&bytes, Format::Xlsx, Kind::Students).unwrap();
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    let rows = students(&parsed);
+    let ravi = &rows[0].1;
+    assert_eq!(ravi.registration_no.as_str(), "007");
+    assert_eq!(ravi.full_name, "Ravi Kumar");
+    assert_eq!(ravi.email, None);
+    assert_eq!(ravi.address, None, "a cell of spaces is empty");
+    assert_eq!(ravi.date_of_birth, date(2003, 1, 31));
+    assert_eq!(ravi.pincode.as_str(), "011001");
+    assert_eq!(ravi.phone.as_ref().unwrap().as_str(), "9876543210");
+    assert_eq!(ravi.batch, Some(2025));
+    assert_eq!(rows[1].1.registration_no.as_str(), "2021001");
+    assert_eq!(rows[1].1.date_of_birth, date(2005, 5, 15));
+    assert_eq!(rows[2].1.date_of_birth, date(2005, 5, 15));
+}
+
+#[test]
+fn blank_rows_are_skipped_and_row_numbers_kept() {
+    let rows = vec![
+        headers(&TEMPLATE_HEADERS),
+        student(1.0, "a@example.com", "A"),
+        vec![],
+        vec![S("  "), Blank, S("")],
+        vec![],
+        student(2.0, "b@example.com", "B"),
+    ];
+    let bytes = xlsx(&[("Students", rows)]);
+    let parsed = read(&bytes, Format::Xlsx, Kind::Students).unwrap();
+    assert_eq!(parsed.rows_seen, 2);
+    let numbers: Vec<u32> = students(&parsed).iter().map(|(r, _)| *r).collect();
+    assert_eq!(numbers, [2, 6]);
+}
+
+#[test]
+fn every_rule_rejects_its_row_with_row_and_column() {
+    let bad = |column: usize, value: V| {
+        let mut row = student(5.0, "e@example.com", "E");
+        row[column] = value;
+        errors(&one_student_sheet(row))
+    };
+    let case = |found: Vec<(u32, String, String)>, column: &str, reason: &str| {
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, 2);
+        assert_eq!(found[0].1, column);
+        assert!(
+            found[0].2.contains(reason),
+            "{:?} should say {reason}",
+            found[0]
+        );
+    };
+    case(bad(0, Blank), "registration_no*", "missing");
+    case(bad(2, S("  ")), "full_name*", "missing");
+    case(bad(3, Blank), "school_id*", "missing");
+    case(bad(4, Blank), "date_of_birth*", "missing");
+    case(bad(5, Blank), "pincode*", "missing");
+    case(bad(1, S("not-an-email")), "email", "not an email address");
+    case(bad(4, S("2005/15/05")), "date_of_birth*", "not a date");
+    case(bad(4, S("31/02/2005")), "date_of_birth*", "not a date");
+    case(bad(4, S("2012-01-01")), "date_of_birth*", "at least 15");
+    case(bad(4, N(38487.0)), "date_of_birth*", "a number, not a date");
+    case(bad(5, N(11001.0)), "pincode*", "6-digit pincode");
+    case(bad(5, S("1100011")), "pincode*", "6-digit pincode");
+    case(bad(6, N(987654321.0)), "phone", "10-digit phone");
+    case(bad(6, S("+44 7911 123456")), "phone", "10-digit phone");
+    case(bad(9, N(1999.0)), "batch", "between 2000 and 2035");
+    case(bad(9, N(2036.0)), "batch", "between 2000 and 2035");
+    case(bad(9, S("2025-26")), "batch", "between 2000 and 2035");
+    case(
+        bad(0, V::Owned("R".repeat(51))),
+        "registration_no*",
+        "too long (51 characters, at most 50)",
+    );
+    case(
+        bad(1, V::Owned(format!("{}@example.com", "e".repeat(90)))),
+        "email",
+        "too long (102 characters, at most 100)",
+    );
+    case(
+        bad(2, V::Owned("N".repeat(101))),
+        "full_name*",
+        "too long (101 characters, at most 100)",
+    );
+    case(
+        bad(8, V::Owned("P".repeat(101))),
+        "program_name",
+        "too long (101 characters, at most 100)",
+    );
+    // Several problems in one row: one error each, the record withheld.
+    let mut row = student(5.0, "bad", "E");
+    row[5] = S("12");
+    let parsed = one_student_sheet(row);
+    assert_eq!(errors(&parsed).len(), 2);
+    assert!(students(&parsed).is_empty());
+    assert_eq!(parsed.rows_seen, 1);
+    assert_eq!(parsed.rejected_rows(), [2]);
+}
+
+#[test]
+fn duplicates_name_the_first_row() {
+    let rows = vec![
+        headers(&TEMPLATE_HEADERS),
+        student(1.0, "a@example.com", "A"),
+        {
+            let mut row = student(2.0, "b@example.com", "B");
+            row[0] = S("r-7");
+            row
+        },
+        {
+            let mut row = student(3.0, "A@Example.com", "C");
+            row[0] = S(" R-7 ");
+            row
+        },
+        student(1.0, "d@example.com", "D"),
+    ];
+    let bytes = xlsx(&[("Students", rows)]);
+    let parsed = read(&bytes, Format::Xlsx, Kind::Students).unwrap();
+    assert_eq!(
+        errors(&parsed),
+        [
+            (4, "registration_no*".into(), "duplicate of row 3".into()),
+            (4, "email".into(), "duplicate of row 2".into()),
+            (5, "registration_no*".into(), "duplicate of row 2".into()),
+        ]
+    );
+    assert_eq!(students(&parsed).len(), 2);
+}
+
+#[test]
+fn missing_required_columns_name_them_and_the_headers_found() {
+    let rows = vec![
+        vec![
+            S("registration_no"),
+            S("email"),
+            S("full_name"),
+            S("school_id"),
+        ],
+        vec![N(1.0), S("a@example.com"), S("A"), S(SCHOOL)],
+    ];
+    let bytes = xlsx(&[
+        ("Instructions", vec![vec![S("Read me")]]),
+        ("Students", rows),
+    ]);
+    let error = read(&bytes, Format::Xlsx, Kind::Students).unwrap_err();
+    assert_eq!(
+        error,
+        FileError::MissingColumns {
+            sheet: Some("Students".into()),
+            row: Some(1),
+            missing: vec!["date_of_birth", "pincode"],
+            found: vec![
+                "registration_no".into(),
+                "email".into(),
+                "full_name".into(),
+                "school_id".into()
+            ],
+        }
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with("missing required columns: date_of_birth, pincode"),
+        "{message}"
+    );
+    assert!(
+        message.contains("sheet \"Students\", row 1 has: registration_no, email"),
+        "{message}"
+    );
+    // A workbook with no text at all.
+    let bytes = xlsx(&[("Sheet1", vec![])]);
+    let error = read(&bytes, Format::Xlsx, Kind::Students).unwrap_err();
+    assert!(
+        matches!(error, FileError::MissingColumns { row: None, .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn stalls_by_number_name_and_school() {
+    let rows = vec![
+        vec![
+            S("Stall No*"),
+            S("Stall Name*"),
+            S("School"),
+            S("Description"),
+            S("Location"),
+        ],
+        vec![
+            N(12.0),
+            S("Robotics  Lab"),
+            S("School of Engineering"),
+            Blank,
+            S("Hall A"),
+        ],
+        vec![
+            S("A-01"),
+            S("Food Court"),
+            S(SCHOOL),
+            S("Snacks\nand tea"),
+            Blank,
+        ],
+        vec![S("a-01"), S("Again"), S(SCHOOL), Blank, Blank],
+        vec![
+            V::Owned("9".repeat(21)),
+            V::Owned("x".repeat(201)),
+            Blank,
+            Blank,
+            V::Owned("L".repeat(101)),
+        ],
+    ];
+    let bytes = xlsx(&[("Stalls", rows)]);
+    let parsed = read(&bytes, Format::Xlsx, Kind::Stalls).unwrap();
+    let rows = stalls(&parsed);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].1.stall_number.as_str(), "12");
+    assert_eq!(rows[0].1.stall_name, "Robotics Lab");
+    assert_eq!(rows[0].1.description, None);
+    assert_eq!(rows[0].1.location.as_deref(), Some("Hall A"));
+    assert_eq!(rows[1].1.description.as_deref(), Some("Snacks\nand tea"));
+    assert_eq!(
+        errors(&parsed),
+        [
+            (4, "Stall No*".into(), "duplicate of row 3".into()),
+            (
+                5,
+                "Stall No*".into(),
+                "too long (21 characters, at most 20)".into()
+            ),
+            (
+                5,
+                "Stall Name*".into(),
+                "too long (201 characters, at most 200)".into()
+            ),
+            (5, "School".into(), "missing".into()),
+            (
+                5,
+                "Location".into(),
+                "too long (101 characters, at most 100)".into()
+            ),
+        ]
+    );
+}
+
+const CSV: &str = "registration_no*,email,full_name*,school_id*,date_of_birth*,pincode*,phone\n\
+2025001,John.Doe@Example.com,John Doe,123e4567-e89b-12d3-a456-426614174000,15/05/2005,110001,098765 43210\n\
+\n\
+,,,,,,\n\
+007,,\"Rao, Priya\",School of Law,2005-05-15,011001,\n";
+
+#[test]
+fn csv_with_and_without_bom() {
+    for bytes in [
+        CSV.as_bytes().to_vec(),
+        [b"\xEF\xBB\xBF".as_slice(), CSV.as_bytes()].concat(),
+    ] {
+        let parsed = read(&bytes, Format::Csv, Kind::Students).unwrap();
+        assert_eq!(parsed.sheet, None);
+        assert_eq!(parsed.format, Format::Csv);
+        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+        let rows = students(&parsed);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, 2);
+        assert_eq!(
+            rows[0].1.email.as_ref().unwrap().as_str(),
+            "john.doe@example.com"
+        );
+        assert_eq!(rows[0].1.phone.as_ref().unwrap().as_str(), "9876543210");
+        assert_eq!(rows[1].0, 5, "the CSV line number");
+        assert_eq!(rows[1].1.registration_no.as_str(), "007");
+        assert_eq!(rows[1].1.full_name, "Rao, Priya");
+        assert_eq!(rows[1].1.pincode.as_str(), "011001");
+    }
+    let semicolons = CSV.replace(',', ";").replace("\"Rao; Priya\"", "Rao Priya");
+    let parsed = read(semicolons.as_bytes(), Format::Csv, Kind::Students).unwrap();
+    assert_eq!(students(&parsed).len(), 2);
+}
+
+#[test]
+fn csv_not_utf8_is_refused() {
+    let mut bytes = CSV.as_bytes().to_vec();
+    bytes.extend_from_slice(b"2025009,,Jos\xE9,School of Law,2005-05-15,110001,\n");
+    let error = read(&bytes, Format::Csv, Kind::Students).unwrap_err();
+    assert_eq!(error, FileError::NotUtf8 { line: 6 });
+    assert_eq!(
+        error.to_string(),
+        "not UTF-8 (line 6): save the file as \"CSV UTF-8\" and upload again"
+    );
+    let utf16 = [0xFF, 0xFE, b'r', 0, b'e', 0];
+    assert!(matches!(
+        read(&utf16, Format::Csv, Kind::Students),
+        Err(FileError::NotUtf8 { .. })
+    ));
+}
+
+#[test]
+fn empty_and_oversized_files() {
+    assert_eq!(
+        read(b"", Format::Xlsx, Kind::Students),
+        Err(FileError::Empty)
+    );
+    let limits = Limits {
+        max_bytes: 10,
+        ..Limits::default()
+    };
+    let error = read_records(&[b'x'; 11], Format::Csv, Kind::Students, &limits, today());
+    assert_eq!(error, Err(FileError::TooLarge { size: 11, max: 10 }));
+}
+
+#[test]
+fn not_a_spreadsheet() {
+    let random: Vec<u8> = (0u32..4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for (bytes, what) in [
+        (random.clone(), "not in a format we recognise"),
+        (
+            b"%PDF-1.7\n%\xE2\xE3\xCF\xD3\n1 0 obj".to_vec(),
+            "a PDF document",
+        ),
+        (
+            b"<html><body><table><tr><td>1</td></tr></table>".to_vec(),
+            "a web page",
+        ),
+        (b"registration_no,full_name\n1,A\n".to_vec(), "plain text"),
+    ] {
+        let error = read(&bytes, Format::Xlsx, Kind::Students).unwrap_err();
+        match &error {
+            FileError::NotSpreadsheet { what: found } => assert!(found.contains(what), "{found}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(error.to_string().starts_with("not a spreadsheet: "));
+    }
+    // A zip that is no workbook.
+    let error = read(
+        &zip_of(&[("notes.txt", b"hello")]),
+        Format::Xlsx,
+        Kind::Students,
+    );
+    assert!(
+        matches!(error, Err(FileError::NotSpreadsheet { .. })),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn truncated_xlsx() {
+    let bytes = xlsx(&[("Students", vec![headers(&TEMPLATE_HEADERS)])]);
+    for cut in [bytes.len() / 2, bytes.len() - 10, 30] {
+        let error = read(&bytes[..cut], Format::Xlsx, Kind::Students).unwrap_err();
+        assert!(
+            matches!(error, FileError::Damaged { format: "xlsx", .. }),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("damaged or incomplete"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn password_protected() {
+    // What Excel writes for a password-protected .xlsx: a compound file holding the package.
+    let mut file = cfb::CompoundFile::create(Cursor::new(Vec::new())).unwrap();
+    file.create_stream("EncryptionInfo")
+        .unwrap()
+        .write_all(&[4, 0, 4, 0])
+        .unwrap();
+    file.create_stream("EncryptedPackage")
+        .unwrap()
+        .write_all(&[0; 512])
+        .unwrap();
+    let bytes = file.into_inner().into_inner();
+    for format in [Format::Xlsx, Format::Xls, Format::Csv] {
+        let error = read(&bytes, format, Kind::Students).unwrap_err();
+        assert_eq!(error, FileError::PasswordProtected, "{format}");
+    }
+    assert_eq!(
+        FileError::PasswordProtected.to_string(),
+        "password protected: remove the password and upload again"
+    );
+    // Only the compound file's magic bytes, named .xlsx.
+    let mut fake = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    fake.extend_from_slice(&[0u8; 600]);
+    assert_eq!(
+        read(&fake, Format::Xlsx, Kind::Students),
+        Err(FileError::PasswordProtected)
+    );
+    // The same named .xls is just damaged.
+    assert!(matches!(
+        read(&fake, Format::Xls, Kind::Students),
+        Err(FileError::Damaged { format: "xls", .. })
+    ));
+}
+
+fn zip_of(parts: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in parts {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(data).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+#[test]
+fn zip_bomb() {
+    let limits = Limits {
+        max_unpacked_bytes: 1024 * 1024,
+        ..Limits::default()
+    };
+    let zeros = vec![0u8; 4 * 1024 * 1024];
+    let bytes = zip_of(&[
+        ("[Content_Types].xml", b"<Types/>"),
+        ("xl/worksheets/sheet1.xml", &zeros),
+    ]);
+    assert!(
+        bytes.len() < 64 * 1024,
+        "the bomb is small: {}",
+        bytes.len()
+    );
+    let error = read_records(&bytes, Format::Xlsx, Kind::Students, &limits, today()).unwrap_err();
+    assert!(
+        matches!(error, FileError::TooLargeUnpacked { .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.code(), "zip_bomb");
+    // Too many parts.
+    let limits = Limits {
+        max_zip_entries: 5,
+        ..Limits::default()
+    };
+    let names: Vec<String> = (0..6).map(|i| format!("part{i}.xml")).collect();
+    let parts: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(|n| (n.as_str(), b"x".as_slice()))
+        .collect();
+    let error = read_records(
+        &zip_of(&parts),
+        Format::Xlsx,
+        Kind::Students,
+        &limits,
+        today(),
+    );
+    assert!(
+        matches!(error, Err(FileError::TooManyParts { entries: 6, max: 5 })),
+        "{error:?}"
+    );
+}
+
+/// A minimal `.xlsx` written by hand: one sheet with the given `<worksheet>` body, a date
+/// style at index 1, and the workbook's `date1904` flag.
+fn raw_xlsx(sheet_data: &str, dimension: &str, date1904: bool) -> Vec<u8> {
+    let content_types = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/><Override PartName="/xl/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/></Types>"#;
+    let rels = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#;
+    let workbook = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><workbookPr{}/><sheets><sheet name="Students" sheetId="1" r:id="rId1"/></sheets></workbook>"#,
+        if date1904 { r#" date1904="1""# } else { "" }
+    );
+    let workbook_rels = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/></Relationships>"#;
+    let styles = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><fonts count="1"><font><sz val="11"/><name val="Calibri"/></font></fonts><fills count="1"><fill><patternFill patternType="none"/></fill></fills><borders count="1"><border/></borders><cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs><cellXfs count="2"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/><xf numFmtId="14" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs></styleSheet>"#;
+    let sheet = format!(
+        r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><dimension ref="{dimension}"/><sheetData>{sheet_data}</sheetData></worksheet>"#
+    );
+    zip_of(&[
+        ("[Content_Types].xml", content_types.as_bytes()),
+        ("_rels/.rels", rels.as_bytes()),
+        ("xl/workbook.xml", workbook.as_bytes()),
+        ("xl/_rels/workbook.xml.rels", workbook_rels.as_bytes()),
+        ("xl/styles.xml", styles.as_bytes()),
+        ("xl/worksheets/sheet1.xml", sheet.as_bytes()),
+    ])
+}
+
+fn inline(cell: &str, text: &str) -> String {
+    format!(r#"<c r="{cell}" t="inlineStr"><is><t>{text}</t></is></c>"#)
+}
+
+/// Header row 1 and one student in row `row` with the date-of-birth cell `dob` (raw XML).
+fn raw_student_rows(row: u32, dob: &str) -> String {
+    let header: String = [
+        "registration_no",
+        "full_name",
+        "school",
+        "date_of_birth",
+        "pincode",
+    ]
+    .iter()
+    .zip(["A1", "B1", "C1", "D1", "E1"])
+    .map(|(text, cell)| inline(cell, text))
+    .collect();
+    format!(
+        r#"<row r="1">{header}</row><row r="{row}">{}{}{}{dob}<c r="E{row}"><v>110001</v></c></row>"#,
+        inline(&format!("A{row}"), "R1"),
+        inline(&format!("B{row}"), "Ravi"),
+        inline(&format!("C{row}"), "School of Law"),
+    )
+}
+
+#[test]
+fn date_cells_in_the_1904_epoch() {
+    // 2005-05-15 is serial 38487 from 1900 and 37025 from 1904.
+    for (serial, date1904) in [(38487, false), (37025, true)] {
+        let dob = format!(r#"<c r="D2" s="1"><v>{serial}</v></c>"#);
+        let bytes = raw_xlsx(&raw_student_rows(2, &dob), "A1:E2", date1904);
+        let parsed = read(&bytes, Format::Xlsx, Kind::Students).unwrap();
+        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+        assert_eq!(
+            students(&parsed)[0].1.date_of_birth,
+            date(2005, 5, 15),
+            "1904: {date1904}"
+        );
+    }
+}
+
+#[test]
+fn absurd_declared_dimensions_cost_nothing() {
+    // The sheet claims every cell Excel allows; calamine's range API would allocate 17 billion
+    // cells. Streamed, only the cells present are read.
+    let dob = r#"<c r="D2" s="1"><v>38487</v></c>"#;
+    let bytes = raw_xlsx(&raw_student_rows(2, dob), "A1:XFD1048576", false);
+    let started = Instant::now();
+    let parsed = read(&bytes, Format::Xlsx, Kind::Students).unwrap();
+    assert_eq!(students(&parsed).len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A value really placed in the last column is refused by the column cap.
+    let far = format!(
+        "{}<row r=\"3\">{}</row>",
+        raw_student_rows(2, dob),
+        inline("XFD3", "x")
+    );
+    let error = read(
+        &raw_xlsx(&far, "A1:XFD1048576", false),
+        Format::Xlsx,
+        Kind::Students,
+    )
+    .unwrap_err();
+    assert_eq!(
+        error,
+        FileError::TooManyColumns {
+            sheet: "Students".into(),
+            row: 3,
+            column: 16384,
+            max: 200
+        }
+    );
+    assert!(error.to_string().contains("column XFD"), "{error}");
+}
+
+#[test]
+fn many_empty_rows_are_cheap() {
+    // 300,000 formatted-but-empty rows between the header and a student at the bottom.
+    let mut body = String::with_capacity(16 * 1024 * 1024);
+    let rows = raw_student_rows(300_002, r#"<c r="D300002" s="1"><v>38487</v></c>"#);
+    let (header, student) = rows.split_at(rows.find("<row r=\"300002\"").unwrap());
+    body.push_str(header);
+    for row in 2..300_002 {
+        body.push_str(&format!(
+            r#"<row r="{row}"><c r="A{row}" s="1"/><c r="B{row}" s="1"/></row>"#
+        ));
+    }
+    body.push_str(student);
+    let bytes = raw_xlsx(&body, "A1:E300002", false);
+    let started = Instant::now();
+    let parsed = read(&bytes, Format::Xlsx, Kind::Students).unwrap();
+    assert_eq!(parsed.rows_seen, 1);
+    assert_eq!(students(&parsed)[0].0, 300_002);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn row_cap() {
+    let mut rows = vec![headers(&TEMPLATE_HEADERS)];
+    for i in 0..4 {
+        rows.push(student(f64::from(i), "", "A"));
+    }
+    let bytes = xlsx(&[("Students", rows)]);
+    let limits = Limits {
+        max_rows: 3,
+        ..Limits::default()
+    };
+    let error = read_records(&bytes, Format::Xlsx, Kind::Students, &limits, today());
+    assert_eq!(
+        error,
+        Err(FileError::TooManyRows {
+            sheet: "Students".into(),
+            max: 3
+        })
+    );
+}
+
+/// A minimal `.ods` with one table whose rows are given as `content.xml` markup.
+fn raw_ods(table_rows: &str) -> Vec<u8> {
+    let content = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet><table:table table:name="Students">{table_rows}</table:table></office:spreadsheet></office:body></office:document-content>"#
+    );
+    let manifest = r#"<?xml version="1.0" encoding="UTF-8"?>
+<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>"#;
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    writer.start_file("mimetype", stored).unwrap();
+    writer
+        .write_all(b"application/vnd.oasis.opendocument.spreadsheet")
+        .unwrap();
+    let deflated =
+        SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    writer.start_file("content.xml", deflated).unwrap();
+    writer.write_all(content.as_bytes()).unwrap();
+    writer
+        .start_file("META-INF/manifest.xml", deflated)
+        .unwrap();
+    writer.write_all(manifest.as_bytes()).unwrap();
+    writer.finish().unwrap().into_inner()
+}
+
+fn ods_text(text: &str) -> String {
+    format!(
+        r#"<table:table-cell office:value-type="string"><text:p>{text}</text:p></table:table-cell>"#
+    )
+}
+
+#[test]
+fn ods_reads_and_absurd_ods_is_refused() {
+    let header: String = ["Reg No", "Name", "School", "DOB", "PIN"]
+        .iter()
+        .map(|t| ods_text(t))
+        .collect();
+    let student = format!(
+        r#"{}{}{}<table:table-cell office:value-type="date" office:date-value="2005-05-15"/><table:table-cell office:value-type="float" office:value="110001"/>"#,
+        ods_text("R1"),
+        ods_text("Ravi"),
+        ods_text("School of Law")
+    );
+    let rows = format!(
+        r#"<table:table-row>{header}</table:table-row><table:table-row table:number-rows-repeated="3"><table:table-cell table:number-columns-repeated="5"/></table:table-row><table:table-row>{student}</table:table-row><table:table-row table:number-rows-repeated="1048000"><table:table-cell table:number-columns-repeated="1024"/></table:table-row>"#
+    );
+    let parsed = read(&raw_ods(&rows), Format::Ods, Kind::Students).unwrap();
+    assert_eq!(parsed.format, Format::Ods);
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    let (row, ravi) = &students(&parsed)[0];
+    assert_eq!(*row, 5);
+    assert_eq!(ravi.date_of_birth, date(2005, 5, 15));
+    assert_eq!(ravi.pincode.as_str(), "110001");
+    // A value repeated over 1,000 columns and 10,000 rows: 10 million cells from a few bytes.
+    let bomb = format!(
+        r#"<table:table-row>{header}</table:table-row><table:table-row table:number-rows-repeated="10000"><table:table-cell table:number-columns-repeated="1000" office:value-type="float" office:value="1"/></table:table-row>"#
+    );
+    let error = read(&raw_ods(&bomb), Format::Ods, Kind::Students).unwrap_err();
+    assert!(
+        matches!(error, FileError::TooManyCells { format: ".ods", .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn xls_records_are_measured_before_calamine_reads_them() {
+    fn record(kind: u16, data: &[u8]) -> Vec<u8> {
+        let mut out = kind.to_le_bytes().to_vec();
+        out.extend_from_slice(&(data.len() as u16).to_le_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+    let bof = record(
+        0x0809,
+        &[0x00, 0x06, 0x10, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
+    let eof = record(0x000A, &[]);
+    let workbook = |sheet_records: Vec<u8>| {
+        // Globals: BOF, BoundSheet8 (offset filled in below), EOF; then the sheet.
+        let bound = |offset: u32| {
+            let mut data = offset.to_le_bytes().to_vec();
+            data.extend_from_slice(&[0, 0, 6, 0]);
+            data.extend_from_slice(b"Sheet1");
+            record(0x0085, &data)
+        };
+        let globals_len = bof.len() + bound(0).len() + eof.len();
+        let mut stream = [bof.clone(), bound(globals_len as u32), eof.clone()].concat();
+        stream.extend(bof.clone());
+        stream.extend(sheet_records);
+        stream.extend(eof.clone());
+        stream
+    };
+    let limits = Limits::default();
+    // DIMENSIONS claiming 65,536 rows x 256 columns.
+    let mut dims = 0u32.to_le_bytes().to_vec();
+    dims.extend_from_slice(&65_536u32.to_le_bytes());
+    dims.extend_from_slice(&[0, 0, 0, 1, 0, 0]);
+    let error = guard::check_biff(&workbook(record(0x0200, &dims)), &limits).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            FileError::TooManyCells {
+                rows: 65_536,
+                columns: 256,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // Inverted dimensions.
+    let mut inverted = 100u32.to_le_bytes().to_vec();
+    inverted.extend_from_slice(&50u32.to_le_bytes());
+    inverted.extend_from_slice(&[0, 0, 1, 0, 0, 0]);
+    let error = guard::check_biff(&workbook(record(0x0200, &inverted)), &limits).unwrap_err();
+    assert!(matches!(error, FileError::Damaged { .. }), "{error:?}");
+    // Two numbers at A1 and IV65536: a tiny file whose used area is 16 million cells.
+    let number = |row: u16, col: u16| {
+        let mut data = row.to_le_bytes().to_vec();
+        data.extend_from_slice(&col.to_le_bytes());
+        data.extend_from_slice(&[0, 0]);
+        data.extend_from_slice(&1.0f64.to_le_bytes());
+        record(0x0203, &data)
+    };
+    let cells = [number(0, 0), number(65_535, 255)].concat();
+    let error = guard::check_biff(&workbook(cells), &limits).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            FileError::TooManyCells {
+                rows: 65_536,
+                columns: 256,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // A small sheet passes, and an encrypted one is password protected.
+    assert!(guard::check_biff(&workbook(number(10, 3)), &limits).is_ok());
+    let filepass = [bof.clone(), record(0x002F, &[1, 0]), eof.clone()].concat();
+    assert_eq!(
+        guard::check_biff(&filepass, &limits),
+        Err(FileError::PasswordProtected)
+    );
+}
+
+#[test]
+fn xlsx_declaring_a_billion_texts_is_refused() {
+    let mut bytes_parts: Vec<(String, Vec<u8>)> = Vec::new();
+    let template = raw_xlsx(&raw_student_rows(2, ""), "A1:E2", false);
+    let mut archive = zip::ZipArchive::new(Cursor::new(template.as_slice())).unwrap();
+    for i in 0..archive.len() {
+        let mut part = archive.by_index(i).unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut part, &mut data).unwrap();
+        bytes_parts.push((part.name().unwrap().into_owned(), data));
+    }
+    let sst = br#"<?xml version="1.0"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="1" uniqueCount="1000000000000"><si><t>x</t></si></sst>"#;
+    bytes_parts.push(("xl/sharedStrings.xml".into(), sst.to_vec()));
+    let parts: Vec<(&str, &[u8])> = bytes_parts
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let error = read(&zip_of(&parts), Format::Xlsx, Kind::Students).unwrap_err();
+    assert!(matches!(error, FileError::TooManyCells { .. }), "{error:?}");
+}
+
+#[test]
+fn error_messages_read_well() {
+    assert_eq!(column_letters(1), "A");
+    assert_eq!(column_letters(26), "Z");
+    assert_eq!(column_letters(27), "AA");
+    assert_eq!(column_letters(16384), "XFD");
+    let too_large = FileError::TooLarge {
+        size: 30 * 1024 * 1024,
+        max: 25 * 1024 * 1024,
+    };
+    assert_eq!(
+        too_large.to_string(),
+        "the file is 30.0 MiB; at most 25.0 MiB can be imported: split it into smaller files"
+    );
+}
