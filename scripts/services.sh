@@ -29,3 +29,14 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
   for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
 fi
+
+# An S3-compatible server for the import tests: moto's, from PyPI.
+if ! curl -fsS -o /dev/null http://127.0.0.1:4566/moto-api/ 2>/dev/null; then
+  if ! python3 -c "import moto.server" 2>/dev/null; then
+    echo "installing moto's S3 server"
+    python3 -m pip install --quiet --disable-pip-version-check "moto[server]"
+  fi
+  echo "starting moto's S3 server on 127.0.0.1:4566"
+  nohup python3 -m moto.server -H 127.0.0.1 -p 4566 >/tmp/moto-server.log 2>&1 &
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:4566/moto-api/ 2>/dev/null && break; sleep 0.2; done
+fi

@@ -8,7 +8,9 @@ use secrecy::SecretString;
 
 use crate::cache::CacheSettings;
 use crate::db::DatabaseSettings;
+use crate::import::{ImportSettings, PasswordPolicy};
 use crate::qr::{Ecc, QrSettings};
+use crate::storage::S3Settings;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -27,6 +29,8 @@ pub struct Config {
     pub qr: QrSettings,
     /// `LOG_LEVEL`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else `info`.
     pub log_filter: String,
+    pub import: ImportSettings,
+    pub s3: S3Settings,
     /// Needed by the importer and the HTTP API only; see [`Config::jwt_secret`].
     jwt_secret: Option<SecretString>,
     /// Needed by the importer and the HTTP API only; see [`Config::import_bucket`].
@@ -111,8 +115,65 @@ impl Config {
             });
         }
 
+        let limits_default = crate::spreadsheet::Limits::default();
+        let import_default = ImportSettings::default();
+        let import = ImportSettings {
+            limits: crate::spreadsheet::Limits {
+                max_bytes: parse_or(
+                    "IMPORT_MAX_BYTES",
+                    get("IMPORT_MAX_BYTES"),
+                    limits_default.max_bytes,
+                )?,
+                max_unpacked_bytes: parse_or(
+                    "IMPORT_MAX_UNPACKED_BYTES",
+                    get("IMPORT_MAX_UNPACKED_BYTES"),
+                    limits_default.max_unpacked_bytes,
+                )?,
+                max_zip_entries: parse_or(
+                    "IMPORT_MAX_ZIP_ENTRIES",
+                    get("IMPORT_MAX_ZIP_ENTRIES"),
+                    limits_default.max_zip_entries,
+                )?,
+                max_rows: parse_or(
+                    "IMPORT_MAX_ROWS",
+                    get("IMPORT_MAX_ROWS"),
+                    limits_default.max_rows,
+                )?,
+                max_columns: parse_or(
+                    "IMPORT_MAX_COLUMNS",
+                    get("IMPORT_MAX_COLUMNS"),
+                    limits_default.max_columns,
+                )?,
+                max_cells: parse_or(
+                    "IMPORT_MAX_CELLS",
+                    get("IMPORT_MAX_CELLS"),
+                    limits_default.max_cells,
+                )?,
+            },
+            time_limit: Duration::from_secs(parse_or(
+                "IMPORT_TIME_LIMIT_SECS",
+                get("IMPORT_TIME_LIMIT_SECS"),
+                import_default.time_limit.as_secs(),
+            )?),
+            lease: Duration::from_secs(parse_or(
+                "IMPORT_LEASE_SECS",
+                get("IMPORT_LEASE_SECS"),
+                import_default.lease.as_secs(),
+            )?),
+            password: parse_or::<PasswordPolicy>(
+                "IMPORT_PASSWORD_MODE",
+                get("IMPORT_PASSWORD_MODE"),
+                import_default.password,
+            )?,
+        };
+        let s3 = S3Settings {
+            force_path_style: parse_or("S3_FORCE_PATH_STYLE", get("S3_FORCE_PATH_STYLE"), false)?,
+        };
+
         Ok(Config {
             database,
+            import,
+            s3,
             redis_url: SecretString::from(redis_url),
             cache,
             qr,

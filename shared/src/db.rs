@@ -224,6 +224,33 @@ impl Database {
     }
 }
 
+/// Runs `work` in a transaction on `client`: committed when it succeeds, rolled back when it
+/// fails, so the kept connection is never left inside an aborted transaction.
+pub async fn in_transaction<T>(
+    client: &Client,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::postgres("starting a transaction", e))?;
+    match work.await {
+        Ok(value) => {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| Error::postgres("committing", e))?;
+            Ok(value)
+        }
+        Err(error) => {
+            if let Err(rollback) = client.batch_execute("ROLLBACK").await {
+                tracing::warn!(error = %rollback, "rollback failed");
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Which rows a warm covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowFilter {

@@ -196,3 +196,87 @@ pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
         .await
         .unwrap()
 }
+
+/// moto's S3 server (or another S3-compatible one) at TEST_S3_ENDPOINT.
+pub fn s3_endpoint() -> String {
+    std::env::var("TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+/// An S3 client for the test server, path-style, with throwaway credentials.
+pub fn s3_client() -> aws_sdk_s3::Client {
+    let credentials =
+        aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "tests");
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .endpoint_url(s3_endpoint())
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A bucket of the test's own.
+pub async fn test_bucket(client: &aws_sdk_s3::Client) -> String {
+    let bucket = format!("qrtest-{}", uuid::Uuid::new_v4().simple());
+    client
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("S3 server reachable at TEST_S3_ENDPOINT");
+    bucket
+}
+
+/// Uploads `body` and returns the S3 `ObjectCreated:Put` event for it, key URL-encoded as S3
+/// sends it.
+pub async fn upload(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> serde_json::Value {
+    let size = body.len();
+    let put = client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(body))
+        .send()
+        .await
+        .unwrap();
+    let e_tag = put
+        .e_tag()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string();
+    s3_put_event(bucket, key, &e_tag, size)
+}
+
+pub fn s3_put_event(bucket: &str, key: &str, e_tag: &str, size: usize) -> serde_json::Value {
+    let encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes())
+        .collect::<String>()
+        .replace("%2F", "/");
+    serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-26T06:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:AIDAEXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "imports",
+               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"}, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": encoded, "size": size, "eTag": e_tag, "sequencer": "0055AED6DCD90281E5"}}
+    }]})
+}
+
+/// An object's bytes, if it exists.
+pub async fn download(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .ok()?;
+    Some(object.body.collect().await.ok()?.into_bytes().to_vec())
+}

@@ -1,0 +1,428 @@
+//! The import job: an uploaded spreadsheet becomes upserted rows, a report of the rows it
+//! refused, and cached QR images for the rows it touched. A file that cannot be read changes
+//! nothing; the rows and the outcome are committed together; the same object version is never
+//! imported twice.
+
+pub mod claim;
+pub mod event;
+mod load;
+pub mod report;
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::db::{self, Database, Kind, RowFilter};
+use crate::error::Error;
+use crate::spreadsheet::{self, Limits, ParsedFile, Records};
+use crate::storage::{Storage, StorageError};
+use crate::warm::{self, WarmRequest};
+use claim::{Claim, Counts, ImportRecord};
+use event::ImportTarget;
+use report::RejectedRow;
+
+/// The password a new student gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordPolicy {
+    /// A hash no one can log in with, and `password_reset_required`: students activate through
+    /// the app's date-of-birth + pincode reset. The default.
+    ResetRequired,
+    /// The app's old behaviour: bcrypt(`YYYYMMDD` + pincode, cost 12), guessable by anyone who
+    /// knows a student's birthday and pincode. `IMPORT_PASSWORD_MODE=legacy`.
+    LegacyDateOfBirthPincode,
+}
+
+impl std::str::FromStr for PasswordPolicy {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "reset" | "reset_required" => Ok(PasswordPolicy::ResetRequired),
+            "legacy" | "legacy_dob_pincode" => Ok(PasswordPolicy::LegacyDateOfBirthPincode),
+            other => Err(format!(
+                "`{other}` is not a password mode (reset or legacy)"
+            )),
+        }
+    }
+}
+
+/// Import settings from the environment (`IMPORT_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSettings {
+    pub limits: Limits,
+    /// Longest a file may take to read; past it the import fails and nothing is written.
+    pub time_limit: Duration,
+    /// How long a claim holds before another delivery may take over a crashed run.
+    pub lease: Duration,
+    pub password: PasswordPolicy,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        ImportSettings {
+            limits: Limits::default(),
+            time_limit: Duration::from_secs(300),
+            lease: Duration::from_secs(900),
+            password: PasswordPolicy::ResetRequired,
+        }
+    }
+}
+
+/// Rejected rows listed in the `imports` row and in the function's response; the report has all.
+const REJECTED_LISTED: usize = 20;
+
+/// Milliseconds per stage.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    pub download_ms: f64,
+    pub parse_ms: f64,
+    pub load_ms: f64,
+    pub report_ms: f64,
+    pub cache_ms: f64,
+}
+
+/// Everything about one import: the JSON report in S3 and, trimmed, the function's response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub import_id: Uuid,
+    pub bucket: String,
+    pub key: String,
+    pub kind: String,
+    /// `succeeded`, `partially_succeeded`, `failed`, or `processing` (another run has it).
+    pub status: String,
+    /// True when this delivery found the import already done and changed nothing.
+    pub redelivered: bool,
+    pub counts: Counts,
+    /// Why the whole file was refused, if it was.
+    pub error: Option<String>,
+    pub sheet: Option<String>,
+    pub header_row: Option<u32>,
+    pub ignored_columns: Vec<String>,
+    pub rejected: Vec<RejectedRow>,
+    pub report_key: Option<String>,
+    /// QR images cached for the inserted and updated rows.
+    pub qr_cached: u64,
+    pub timings: Timings,
+}
+
+impl ImportReport {
+    fn from_record(record: ImportRecord, redelivered: bool) -> Self {
+        let error = record
+            .reasons
+            .get(0)
+            .and_then(|r| r.get("error"))
+            .and_then(|e| e.as_str())
+            .map(str::to_owned);
+        let rejected = serde_json::from_value(record.reasons.clone()).unwrap_or_default();
+        ImportReport {
+            import_id: record.id,
+            bucket: record.bucket,
+            key: record.object_key,
+            kind: record.kind,
+            status: record.status,
+            redelivered,
+            counts: Counts {
+                rows: record.rows_total,
+                inserted: record.rows_inserted,
+                updated: record.rows_updated,
+                unchanged: record.rows_unchanged,
+                rejected: record.rows_rejected,
+            },
+            error,
+            sheet: None,
+            header_row: None,
+            ignored_columns: Vec::new(),
+            rejected,
+            report_key: record.report_key,
+            qr_cached: 0,
+            timings: Timings::default(),
+        }
+    }
+
+    /// The response form: at most the first rejected rows.
+    pub fn trimmed(mut self) -> Self {
+        self.rejected.truncate(REJECTED_LISTED);
+        self
+    }
+
+    fn new(id: Uuid, target: &ImportTarget) -> Self {
+        ImportReport {
+            import_id: id,
+            bucket: target.bucket.clone(),
+            key: target.key.clone(),
+            kind: target.kind.table().into(),
+            status: "processing".into(),
+            redelivered: false,
+            counts: Counts::default(),
+            error: None,
+            sheet: None,
+            header_row: None,
+            ignored_columns: Vec::new(),
+            rejected: Vec::new(),
+            report_key: None,
+            qr_cached: 0,
+            timings: Timings::default(),
+        }
+    }
+}
+
+/// What an import needs; all made once at cold start.
+pub struct Importer<'a> {
+    pub db: &'a Database,
+    pub cache: &'a Cache,
+    pub storage: &'a Storage,
+    pub config: &'a Config,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Reads and validates a file off the async runtime, within the time limit.
+/// `Err` is the reason the whole file is refused, written for the admin.
+pub async fn parse(
+    bytes: Vec<u8>,
+    target_format: spreadsheet::Format,
+    kind: Kind,
+    settings: &ImportSettings,
+) -> Result<ParsedFile, String> {
+    let limits = settings.limits.clone();
+    let today = chrono::Utc::now().date_naive();
+    let work = tokio::task::spawn_blocking(move || {
+        spreadsheet::read_records(&bytes, target_format, kind, &limits, today)
+    });
+    match tokio::time::timeout(settings.time_limit, work).await {
+        Ok(Ok(result)) => result.map_err(|error| error.to_string()),
+        Ok(Err(_)) => Err("the file could not be read: the reader stopped unexpectedly".into()),
+        Err(_) => Err(format!(
+            "reading the file took longer than {} s: split it into smaller files",
+            settings.time_limit.as_secs()
+        )),
+    }
+}
+
+impl Importer<'_> {
+    /// Imports one uploaded object version, or returns the outcome of the run that did.
+    pub async fn import(&self, target: &ImportTarget) -> Result<ImportReport, Error> {
+        let client = self.db.client().await?;
+        let id = match claim::claim(&client, target, self.config.import.lease).await? {
+            Claim::Finished(record) => {
+                tracing::info!(import_id = %record.id, key = %target.key, status = %record.status, "already imported; returning the earlier outcome");
+                return Ok(ImportReport::from_record(record, true));
+            }
+            Claim::Busy(record) => {
+                tracing::info!(import_id = %record.id, key = %target.key, "another run is importing this file");
+                return Ok(ImportReport::from_record(record, true));
+            }
+            Claim::Claimed(id) => id,
+        };
+        tracing::info!(import_id = %id, key = %target.key, kind = %target.kind, "importing");
+        match self.run(id, target, &client).await {
+            Ok(report) => Ok(report),
+            Err(error) => {
+                // Not the file's fault: let Lambda's retry take the claim over at once.
+                if let Err(release_error) = claim::release(&client, id).await {
+                    tracing::error!(error = %release_error, "could not release the import claim");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        id: Uuid,
+        target: &ImportTarget,
+        client: &tokio_postgres::Client,
+    ) -> Result<ImportReport, Error> {
+        let settings = &self.config.import;
+        let mut report = ImportReport::new(id, target);
+
+        let started = Instant::now();
+        let fetched = self
+            .storage
+            .get(
+                &target.bucket,
+                &target.key,
+                target.version_id.as_deref(),
+                settings.limits.max_bytes,
+            )
+            .await;
+        report.timings.download_ms = ms(started);
+        let bytes = match fetched {
+            Ok(fetched) => fetched.bytes,
+            Err(error @ StorageError::TooLarge { .. }) => {
+                return self.refuse(client, report, error.to_string()).await
+            }
+            Err(error @ StorageError::NotFound { .. }) => {
+                return self.refuse(client, report, error.to_string()).await
+            }
+            Err(error) => return Err(Error::Failed(error.to_string())),
+        };
+
+        let started = Instant::now();
+        let parsed = parse(bytes, target.format, target.kind, settings).await;
+        report.timings.parse_ms = ms(started);
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(reason) => return self.refuse(client, report, reason).await,
+        };
+        report.sheet = parsed.sheet.clone();
+        report.header_row = Some(parsed.header_row);
+        report.ignored_columns = parsed.ignored_columns.clone();
+        let mut rejected = parsed.rejected;
+        let rejected_rows_in_file: std::collections::BTreeSet<u32> =
+            rejected.iter().map(|e| e.row).collect();
+
+        let started = Instant::now();
+        let secret = self.config.jwt_secret()?;
+        let password = settings.password;
+        let rows_seen = parsed.rows_seen as i32;
+        let records = parsed.records;
+        let outcome = db::in_transaction(client, async {
+            let loaded = match records {
+                Records::Students(rows) => {
+                    load::load_students(client, rows, secret, password).await?
+                }
+                Records::Stalls(rows) => load::load_stalls(client, rows, secret).await?,
+            };
+            let mut all_rejected = rejected.clone();
+            all_rejected.extend(loaded.rejected.iter().cloned());
+            all_rejected.sort_by_key(|e| e.row);
+            let rejected_rows = rejected_rows_in_file.len() + loaded.rejected.len();
+            let counts = Counts {
+                rows: rows_seen,
+                inserted: loaded.inserted as i32,
+                updated: loaded.updated as i32,
+                unchanged: loaded.unchanged as i32,
+                rejected: rejected_rows as i32,
+            };
+            let loaded_rows = loaded.inserted + loaded.updated + loaded.unchanged;
+            let (status, error) = match (loaded_rows, rejected_rows) {
+                (0, 0) => (
+                    "failed",
+                    Some("the sheet has headers but no data rows".to_string()),
+                ),
+                (0, _) => (
+                    "failed",
+                    Some("every row was rejected: see the rejected rows".to_string()),
+                ),
+                (_, 0) => ("succeeded", None),
+                _ => ("partially_succeeded", None),
+            };
+            let listed: Vec<RejectedRow> = all_rejected
+                .iter()
+                .take(REJECTED_LISTED)
+                .map(RejectedRow::from)
+                .collect();
+            let reasons = match &error {
+                Some(error) if listed.is_empty() => serde_json::json!([{ "error": error }]),
+                _ => serde_json::to_value(&listed).unwrap_or_default(),
+            };
+            claim::finish(client, id, status, &counts, &reasons).await?;
+            Ok((loaded.touched, counts, status, error, all_rejected))
+        })
+        .await?;
+        report.timings.load_ms = ms(started);
+        let (touched, counts, status, error, all_rejected) = outcome;
+        rejected = all_rejected;
+        report.counts = counts;
+        report.status = status.into();
+        report.error = error;
+        report.rejected = rejected.iter().map(RejectedRow::from).collect();
+
+        let started = Instant::now();
+        self.write_report(client, &mut report, &rejected).await?;
+        report.timings.report_ms = ms(started);
+
+        let started = Instant::now();
+        report.qr_cached = self.cache_touched(target.kind, touched).await;
+        report.timings.cache_ms = ms(started);
+        tracing::info!(
+            import_id = %id, status = %report.status, inserted = report.counts.inserted, updated = report.counts.updated,
+            unchanged = report.counts.unchanged, rejected = report.counts.rejected, qr_cached = report.qr_cached, "import finished"
+        );
+        Ok(report)
+    }
+
+    /// The whole file is refused: nothing loaded, the reason recorded and reported.
+    async fn refuse(
+        &self,
+        client: &tokio_postgres::Client,
+        mut report: ImportReport,
+        reason: String,
+    ) -> Result<ImportReport, Error> {
+        tracing::warn!(import_id = %report.import_id, reason = %reason, "file refused");
+        let reasons = serde_json::json!([{ "error": reason }]);
+        claim::finish(
+            client,
+            report.import_id,
+            "failed",
+            &Counts::default(),
+            &reasons,
+        )
+        .await?;
+        report.status = "failed".into();
+        report.error = Some(reason);
+        self.write_report(client, &mut report, &[]).await?;
+        Ok(report)
+    }
+
+    /// `reports/{id}.json` and, when rows were refused, `reports/{id}-rejected.csv`.
+    async fn write_report(
+        &self,
+        client: &tokio_postgres::Client,
+        report: &mut ImportReport,
+        rejected: &[spreadsheet::RowError],
+    ) -> Result<(), Error> {
+        let key = format!("reports/{}.json", report.import_id);
+        report.report_key = Some(key.clone());
+        let json = serde_json::to_vec_pretty(&report)
+            .map_err(|e| Error::Failed(format!("writing the report: {e}")))?;
+        self.storage
+            .put(&report.bucket, &key, json, "application/json")
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))?;
+        if !rejected.is_empty() {
+            let csv = report::rejected_csv(rejected)
+                .map_err(|e| Error::Failed(format!("writing the rejected rows: {e}")))?;
+            let csv_key = format!("reports/{}-rejected.csv", report.import_id);
+            self.storage
+                .put(&report.bucket, &csv_key, csv, "text/csv; charset=utf-8")
+                .await
+                .map_err(|e| Error::Failed(e.to_string()))?;
+        }
+        claim::set_report_key(client, report.import_id, &key).await
+    }
+
+    /// Caches the QR images of the rows the import touched, with the warmer's own code. The
+    /// rows are committed by now, so a cache failure is logged, not fatal: the API renders on
+    /// a miss and the next warm fills the gap.
+    async fn cache_touched(&self, kind: Kind, touched: Vec<Uuid>) -> u64 {
+        if touched.is_empty() {
+            return 0;
+        }
+        let mut cached = 0;
+        for ids in touched.chunks(10_000) {
+            let request = WarmRequest {
+                kinds: vec![kind],
+                force: false,
+                filter: RowFilter {
+                    ids: ids.to_vec(),
+                    shard: None,
+                },
+            };
+            match warm::warm(self.db, self.cache, &self.config.qr, &request, &()).await {
+                Ok(summary) => cached += summary.cached(),
+                Err(failed) => {
+                    tracing::error!(error = %failed.error, "caching the imported rows' QR images failed");
+                    cached += failed.summary.cached();
+                }
+            }
+        }
+        cached
+    }
+}

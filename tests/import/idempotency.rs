@@ -1,0 +1,191 @@
+//! S3 delivers at least once: the same object version imported twice, or twice at once, has
+//! the effect of once; a run that crashed is taken over when its lease expires.
+
+use end_to_end::s3_put_event;
+use import_spreadsheet::{handle, Clients};
+use lambda_runtime::{Context, LambdaEvent};
+use shared::storage::Storage;
+
+use crate::fixtures::*;
+
+fn rows() -> Vec<Vec<Cell>> {
+    (0..50)
+        .map(|i| {
+            let reg: &'static str = Box::leak(format!("2021{i:03}").into_boxed_str());
+            vec![
+                Text(reg),
+                Empty,
+                Text("Student"),
+                Text("School of Civil Engineering"),
+                Date(2003, 1, 1),
+                Text("560001"),
+            ]
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_redelivered_event_returns_the_earlier_outcome_and_changes_nothing() {
+    let world = World::new().await;
+    let event = end_to_end::upload(
+        &world.s3,
+        &world.bucket,
+        "imports/students/list.xlsx",
+        template_xlsx(&STUDENT_HEADERS, &rows()),
+    )
+    .await;
+    let first = imported(world.deliver(event.clone()).await.unwrap());
+    assert_eq!(
+        (
+            first.status.as_str(),
+            first.counts.inserted,
+            first.redelivered
+        ),
+        ("succeeded", 50, false)
+    );
+    let tokens_before = world
+        .count("SELECT count(DISTINCT qr_code_token) FROM students")
+        .await;
+
+    let again = imported(world.deliver(event).await.unwrap());
+    assert!(again.redelivered);
+    assert_eq!(
+        (
+            again.import_id,
+            again.status.as_str(),
+            again.counts.inserted
+        ),
+        (first.import_id, "succeeded", 50)
+    );
+    assert_eq!(world.count("SELECT count(*) FROM students").await, 50);
+    assert_eq!(
+        world
+            .count("SELECT count(DISTINCT qr_code_token) FROM students")
+            .await,
+        tokens_before
+    );
+    assert_eq!(world.count("SELECT count(*) FROM imports").await, 1);
+}
+
+#[tokio::test]
+async fn two_deliveries_at_once_import_once() {
+    let world = World::new().await;
+    let event = end_to_end::upload(
+        &world.s3,
+        &world.bucket,
+        "imports/students/list.xlsx",
+        template_xlsx(&STUDENT_HEADERS, &rows()),
+    )
+    .await;
+    // Two sets of clients, each with its own connection, as two Lambda instances would have.
+    let instance = || -> &'static Clients {
+        Box::leak(Box::new(Clients {
+            db: world.db.database(),
+            cache: world.clients.cache.clone(),
+            storage: Storage::with_client(world.s3.clone()),
+            config: world.clients.config.clone(),
+        }))
+    };
+    let deliver = |clients: &'static Clients, event: serde_json::Value| async move {
+        handle(
+            LambdaEvent::new(serde_json::from_value(event).unwrap(), Context::default()),
+            clients,
+        )
+        .await
+        .unwrap()
+    };
+    let (a, b) = tokio::join!(
+        deliver(instance(), event.clone()),
+        deliver(instance(), event)
+    );
+    let (a, b) = (imported(a), imported(b));
+    assert_eq!(a.import_id, b.import_id);
+    assert_eq!(
+        [a.redelivered, b.redelivered]
+            .iter()
+            .filter(|r| !**r)
+            .count(),
+        1,
+        "exactly one run imported"
+    );
+    assert_eq!(world.count("SELECT count(*) FROM students").await, 50);
+    assert_eq!(world.count("SELECT count(*) FROM imports").await, 1);
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crashed_run_is_taken_over_after_its_lease() {
+    let world = World::new().await;
+    let body = template_xlsx(&STUDENT_HEADERS, &rows());
+    let event =
+        end_to_end::upload(&world.s3, &world.bucket, "imports/students/list.xlsx", body).await;
+    let e_tag = event["Records"][0]["s3"]["object"]["eTag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = world.db.client().await;
+    // A run that claimed the file and died: its lease still runs, then it has run out.
+    client
+        .execute(
+            "INSERT INTO imports (kind, bucket, object_key, object_version, status, attempts, started_at, lease_expires_at)
+             VALUES ('students', $1, 'imports/students/list.xlsx', $2, 'processing', 1, now(), now() + interval '1 hour')",
+            &[&world.bucket, &e_tag],
+        )
+        .await
+        .unwrap();
+    let busy = imported(world.deliver(event.clone()).await.unwrap());
+    assert_eq!(busy.status, "processing");
+    assert_eq!(world.count("SELECT count(*) FROM students").await, 0);
+
+    client
+        .execute(
+            "UPDATE imports SET lease_expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let report = imported(world.deliver(event).await.unwrap());
+    assert_eq!(
+        (
+            report.status.as_str(),
+            report.counts.inserted,
+            report.redelivered
+        ),
+        ("succeeded", 50, false)
+    );
+    let attempts: i32 = client
+        .query_one("SELECT attempts FROM imports", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 2);
+}
+
+#[tokio::test]
+async fn a_key_with_spaces_arrives_url_encoded_and_is_read() {
+    let world = World::new().await;
+    let body = template_xlsx(&STUDENT_HEADERS, &rows()[..3]);
+    let put = world
+        .s3
+        .put_object()
+        .bucket(&world.bucket)
+        .key("imports/students/CSE batch + 2024.xlsx")
+        .body(body.into())
+        .send()
+        .await
+        .unwrap();
+    let event = s3_put_event(
+        &world.bucket,
+        "imports/students/CSE batch + 2024.xlsx",
+        put.e_tag().unwrap().trim_matches('"'),
+        0,
+    );
+    assert!(event["Records"][0]["s3"]["object"]["key"]
+        .as_str()
+        .unwrap()
+        .contains("CSE+batch+%2B+2024"));
+    let report = imported(world.deliver(event).await.unwrap());
+    assert_eq!(
+        (report.status.as_str(), report.counts.inserted),
+        ("succeeded", 3)
+    );
+}
