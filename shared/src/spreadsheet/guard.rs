@@ -72,12 +72,20 @@ fn describe_other(bytes: &[u8]) -> String {
         || (lower.starts_with("<") && lower.contains("<table"))
     {
         "a web page (HTML) with a spreadsheet's name (open it in Excel and save it as .xlsx)"
-    } else if std::str::from_utf8(head).is_ok() || head.ends_with(&[0]) {
+    } else if is_text(head) {
         "plain text (a CSV file should be named .csv)"
     } else {
         "not in a format we recognise"
     };
     what.to_owned()
+}
+
+/// UTF-8 text, allowing a character cut at the end of the sample.
+fn is_text(head: &[u8]) -> bool {
+    match std::str::from_utf8(head) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none(),
+    }
 }
 
 fn damaged(format: &'static str, detail: impl std::fmt::Display) -> FileError {
@@ -96,7 +104,7 @@ fn inspect_zip(bytes: &[u8], named: Format, limits: &Limits) -> Result<Container
         Format::Xlsm => "xlsm",
         _ => "xlsx",
     };
-    check_end_of_central_directory(bytes, limits)?;
+    check_end_of_central_directory(bytes, label, limits)?;
     let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| damaged(label, e))?;
     let entries = archive.len() as u64;
     if entries > limits.max_zip_entries {
@@ -182,13 +190,17 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
 /// The zip reader sizes its table of entries by the count in the end-of-central-directory
 /// record; every such record in the file's tail (the reader tries each) must claim no more
 /// entries than allowed, and a directory no larger than the file.
-fn check_end_of_central_directory(bytes: &[u8], limits: &Limits) -> Result<(), FileError> {
+fn check_end_of_central_directory(
+    bytes: &[u8],
+    label: &'static str,
+    limits: &Limits,
+) -> Result<(), FileError> {
     const EOCD: &[u8] = b"PK\x05\x06";
     const ZIP64_LOCATOR: &[u8] = b"PK\x06\x07";
     const ZIP64_EOCD: &[u8] = b"PK\x06\x06";
     let len = bytes.len();
     if len < 22 {
-        return Err(damaged("xlsx", "the zip container is incomplete"));
+        return Err(damaged(label, "the zip container is incomplete"));
     }
     let lowest = len.saturating_sub(22 + usize::from(u16::MAX));
     let mut found = false;
@@ -219,7 +231,7 @@ fn check_end_of_central_directory(bytes: &[u8], limits: &Limits) -> Result<(), F
         }
         if directory > len as u64 {
             return Err(damaged(
-                "xlsx",
+                label,
                 "the zip directory is larger than the file: it was cut short",
             ));
         }
@@ -228,7 +240,7 @@ fn check_end_of_central_directory(bytes: &[u8], limits: &Limits) -> Result<(), F
         Ok(())
     } else {
         Err(damaged(
-            "xlsx",
+            label,
             "the zip container has no directory: the file was cut short",
         ))
     }
@@ -265,11 +277,8 @@ fn check_shared_strings(
                         .and_then(|v| v.trim().parse::<u128>().ok())
                         .unwrap_or(0);
                     if declared > u128::from(limits.max_cells) {
-                        return Err(FileError::TooManyCells {
-                            format: ".xlsx",
-                            sheet: "(shared texts)".to_owned(),
-                            rows: u64::try_from(declared).unwrap_or(u64::MAX),
-                            columns: 1,
+                        return Err(FileError::TooManyTexts {
+                            declared: u64::try_from(declared).unwrap_or(u64::MAX),
                             max: limits.max_cells,
                         });
                     }

@@ -231,7 +231,9 @@ pub struct Column {
     pub index: u32,
     /// The header as the sheet spells it (trimmed).
     pub header: Arc<str>,
-    /// The field it was matched to; `None` for a column the import ignores.
+    /// The field it was matched to; `None` for a column the import ignores. A field may have
+    /// more than one column ("school_id" and "School Name" side by side): the first non-empty
+    /// one in the row is read.
     pub field: Option<Field>,
 }
 
@@ -263,12 +265,6 @@ impl HeaderMap {
             .copied()
             .filter(|field| !self.columns.iter().any(|c| c.field == Some(*field)))
             .collect()
-    }
-
-    /// The columns holding `field`, in sheet order (a field may have more than one: "school_id"
-    /// and "School Name" side by side; the first non-empty one is read).
-    pub fn columns_of(&self, field: Field) -> impl Iterator<Item = &Column> {
-        self.columns.iter().filter(move |c| c.field == Some(field))
     }
 
     pub fn headers(&self) -> Vec<String> {

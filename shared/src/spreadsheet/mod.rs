@@ -169,6 +169,9 @@ pub enum FileError {
         max: u64,
     },
 
+    #[error("the workbook declares {declared} distinct texts (at most {max}): it is not an ordinary spreadsheet")]
+    TooManyTexts { declared: u64, max: u64 },
+
     #[error("not UTF-8 (line {line}): save the file as \"CSV UTF-8\" and upload again")]
     NotUtf8 { line: u64 },
 
@@ -198,6 +201,7 @@ impl FileError {
             FileError::TooManyRows { .. } => "too_many_rows",
             FileError::TooManyColumns { .. } => "too_many_columns",
             FileError::TooManyCells { .. } => "too_many_cells",
+            FileError::TooManyTexts { .. } => "too_many_texts",
             FileError::NotUtf8 { .. } => "not_utf8",
             FileError::MissingColumns { .. } => "missing_columns",
         }

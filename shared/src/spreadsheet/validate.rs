@@ -11,7 +11,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::cells::{clean, parse_date_text, quote, Cell};
-use super::headers::{Field, HeaderMap};
+use super::headers::{Column, Field, HeaderMap};
 use crate::db::Kind;
 
 /// Youngest age a student may have on the day of the import (the app's rule).
@@ -358,7 +358,10 @@ fn batch(text: &str) -> Result<i32, String> {
 /// the file.
 pub struct RowValidator {
     kind: Kind,
-    headers: HeaderMap,
+    /// The columns of each field, in sheet order (looked up once, not per row).
+    columns: HashMap<Field, Vec<Column>>,
+    /// `used[i]`: column `i` holds a field.
+    used: Vec<bool>,
     today: NaiveDate,
     /// First row of each natural key (trimmed, lower-cased) and of each email.
     keys: HashMap<String, u32>,
@@ -376,9 +379,23 @@ struct Value<'a> {
 
 impl RowValidator {
     pub fn new(kind: Kind, headers: HeaderMap, today: NaiveDate) -> RowValidator {
+        let mut columns: HashMap<Field, Vec<Column>> = HashMap::new();
+        let mut used = Vec::new();
+        for column in headers.columns {
+            let Some(field) = column.field else {
+                continue;
+            };
+            let index = column.index as usize;
+            if used.len() <= index {
+                used.resize(index + 1, false);
+            }
+            used[index] = true;
+            columns.entry(field).or_default().push(column);
+        }
         RowValidator {
             kind,
-            headers,
+            columns,
+            used,
             today,
             keys: HashMap::new(),
             emails: HashMap::new(),
@@ -390,13 +407,12 @@ impl RowValidator {
     /// True when none of the row's matched columns holds anything: the row is skipped.
     pub fn is_blank(&self, cells: &[(u32, Cell)]) -> bool {
         cells.iter().all(|(index, cell)| {
-            cell.is_blank()
-                || !self
-                    .headers
-                    .columns
-                    .iter()
-                    .any(|c| c.index == *index && c.field.is_some())
+            !self.used.get(*index as usize).copied().unwrap_or(false) || cell.is_blank()
         })
+    }
+
+    fn columns_of(&self, field: Field) -> &[Column] {
+        self.columns.get(&field).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Validates one non-blank data row (`cells` sorted by column index).
@@ -430,7 +446,7 @@ impl RowValidator {
         cells: &'a [(u32, Cell)],
         errors: &mut Vec<RowError>,
     ) -> Option<Value<'a>> {
-        for column in self.headers.columns_of(field) {
+        for column in self.columns_of(field) {
             let Ok(at) = cells.binary_search_by_key(&column.index, |(i, _)| *i) else {
                 continue;
             };
@@ -459,9 +475,8 @@ impl RowValidator {
     }
 
     fn column_name(&self, field: Field) -> Arc<str> {
-        self.headers
-            .columns_of(field)
-            .next()
+        self.columns_of(field)
+            .first()
             .map(|c| c.header.clone())
             .unwrap_or_else(|| Arc::from(field.name()))
     }
