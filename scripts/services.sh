@@ -30,6 +30,12 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
 fi
 
+# PgBouncer, which the tests start themselves to prove the functions work behind a pooler.
+if ! command -v pgbouncer >/dev/null 2>&1; then
+  echo "installing PgBouncer"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer) >/dev/null
+fi
+
 # An S3-compatible server for the import tests: moto's, from PyPI.
 if ! curl -fsS -o /dev/null http://127.0.0.1:4566/moto-api/ 2>/dev/null; then
   if ! python3 -c "import moto.server" 2>/dev/null; then

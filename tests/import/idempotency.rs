@@ -189,3 +189,35 @@ async fn a_key_with_spaces_arrives_url_encoded_and_is_read() {
         ("succeeded", 3)
     );
 }
+
+#[tokio::test]
+async fn an_import_runs_through_pgbouncer_in_transaction_mode() {
+    let mut world = World::new().await;
+    let bouncer = end_to_end::PgBouncer::start();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
+        bouncer.port, world.db.name
+    );
+    world.clients.db =
+        shared::db::Database::new(shared::db::DatabaseSettings::parse(&url).unwrap());
+    let body = template_xlsx(&STUDENT_HEADERS, &rows());
+    let report = imported(
+        world
+            .upload_and_import("imports/students/list.xlsx", body.clone())
+            .await,
+    );
+    assert_eq!(
+        (
+            report.status.as_str(),
+            report.counts.inserted,
+            report.qr_cached
+        ),
+        ("succeeded", 50, 50)
+    );
+    let again = imported(
+        world
+            .upload_and_import("imports/students/list-again.xlsx", body)
+            .await,
+    );
+    assert_eq!(again.counts.unchanged, 50);
+}

@@ -280,3 +280,78 @@ pub async fn download(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> O
         .ok()?;
     Some(object.body.collect().await.ok()?.into_bytes().to_vec())
 }
+
+/// A PgBouncer of the test's own in transaction mode, resetting every server connection after
+/// each transaction (DISCARD ALL) as a busy pooler effectively does.
+pub struct PgBouncer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl PgBouncer {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("qr-pgbouncer-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("pgbouncer.ini");
+        std::fs::write(
+            &config,
+            format!(
+                "[databases]\n* = host=127.0.0.1 port=5432 user=postgres\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 auth_type = any\npool_mode = transaction\nunix_socket_dir =\nlogfile = {log}\n\
+                 ignore_startup_parameters = extra_float_digits,application_name\n\
+                 server_reset_query = DISCARD ALL\nserver_reset_query_always = 1\n",
+                log = dir.join("pgbouncer.log").display()
+            ),
+        )
+        .unwrap();
+        // PgBouncer refuses to run as root; CI runs as root, so it drops to the postgres user.
+        let _ = std::process::Command::new("chown")
+            .arg("-R")
+            .arg("postgres")
+            .arg(&dir)
+            .status();
+        let mut command = std::process::Command::new("pgbouncer");
+        if is_root() {
+            command.args(["-u", "postgres"]);
+        }
+        let child = command
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pgbouncer on PATH (scripts/services.sh installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgbouncer did not start; see {}",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PgBouncer { port, dir, child }
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -5,4 +5,5 @@ mod command;
 mod connections;
 mod failures;
 mod lambda;
+mod pgbouncer;
 mod shards;
