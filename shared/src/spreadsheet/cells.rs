@@ -1,8 +1,10 @@
 //! Cell values as a person meant them: whole numbers without `.0`, text as typed, date cells
 //! as calendar dates (no time zone involved), text dates in the formats written in India.
 
+use std::borrow::Cow;
+
 use calamine::{Data, DataRef, ExcelDateTime};
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 
 /// One cell, read from any format, before a field gives it a meaning.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,13 +62,18 @@ impl Cell {
 
     /// The text a person sees in the cell, trimmed; `None` when there is none. Error cells have
     /// no text: `Err` carries the error's name.
-    pub fn text(&self) -> Result<Option<String>, String> {
+    pub fn text(&self) -> Result<Option<Cow<'_, str>>, String> {
         let text = match self {
             Cell::Empty => return Ok(None),
-            Cell::Text(s) | Cell::IsoText(s) => clean(s).to_owned(),
-            Cell::Number(f) => number_text(*f),
-            Cell::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_owned(),
-            Cell::Date(Some(date)) => date.format("%Y-%m-%d").to_string(),
+            Cell::Text(s) | Cell::IsoText(s) => Cow::Borrowed(clean(s)),
+            Cell::Number(f) => Cow::Owned(number_text(*f)),
+            Cell::Bool(b) => Cow::Borrowed(if *b { "TRUE" } else { "FALSE" }),
+            Cell::Date(Some(date)) => Cow::Owned(format!(
+                "{:04}-{:02}-{:02}",
+                date.year(),
+                date.month(),
+                date.day()
+            )),
             Cell::Date(None) => return Err("an invalid date".to_owned()),
             Cell::Error(e) => return Err(format!("the error {e}")),
         };
@@ -198,8 +205,18 @@ mod tests {
     #[test]
     fn text_is_trimmed_and_blank_is_none() {
         assert_eq!(
-            Cell::Text("\u{a0} 007 \u{200b}".into()).text().unwrap(),
-            Some("007".into())
+            Cell::Text("\u{a0} 007 \u{200b}".into())
+                .text()
+                .unwrap()
+                .as_deref(),
+            Some("007")
+        );
+        assert_eq!(
+            Cell::Date(Some(date(2005, 5, 15)))
+                .text()
+                .unwrap()
+                .as_deref(),
+            Some("2005-05-15")
         );
         assert_eq!(Cell::Text("   ".into()).text().unwrap(), None);
         assert!(Cell::Text(" \t".into()).is_blank());

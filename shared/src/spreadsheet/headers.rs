@@ -27,6 +27,9 @@ pub enum Field {
 }
 
 impl Field {
+    /// How many fields there are: `field as usize` indexes an array of this length.
+    pub const COUNT: usize = 14;
+
     pub fn name(self) -> &'static str {
         match self {
             Field::RegistrationNo => "registration_no",

@@ -19,8 +19,9 @@ type RowCells = Vec<(u32, Cell)>;
 
 /// Rows of one sheet, blank ones skipped.
 trait RowSource {
-    /// The next row holding at least one non-blank cell: (1-based row number, cells).
-    fn next_row(&mut self) -> Result<Option<(u32, RowCells)>, FileError>;
+    /// Fills `cells` with the next row holding at least one non-blank cell and returns its
+    /// 1-based row number. One buffer serves every row of a sheet.
+    fn next_row(&mut self, cells: &mut RowCells) -> Result<Option<u32>, FileError>;
 }
 
 /// What one import reads files for.
@@ -191,13 +192,14 @@ impl Job<'_> {
     ) -> Result<SheetOutcome, FileError> {
         let mut best: Option<Candidate> = None;
         let mut header = None;
+        let mut cells = RowCells::new();
         for _ in 0..HEADER_SEARCH_ROWS {
-            let Some((row, cells)) = rows.next_row()? else {
+            let Some(row) = rows.next_row(&mut cells)? else {
                 break;
             };
             let texts: Vec<(u32, String)> = cells
                 .iter()
-                .filter_map(|(index, cell)| Some((*index, cell.text().ok()??)))
+                .filter_map(|(index, cell)| Some((*index, cell.text().ok()??.into_owned())))
                 .collect();
             let map = HeaderMap::match_row(self.kind, &texts);
             let missing = map.missing(self.kind);
@@ -219,7 +221,7 @@ impl Job<'_> {
         let ignored_columns = map.ignored();
         let mut validator = RowValidator::new(self.kind, map, self.today);
         let mut rows_seen: u32 = 0;
-        while let Some((row, cells)) = rows.next_row()? {
+        while let Some(row) = rows.next_row(&mut cells)? {
             if validator.is_blank(&cells) {
                 continue;
             }
@@ -331,9 +333,9 @@ impl<F> RowSource for CellStream<'_, F>
 where
     F: FnMut() -> Result<Option<((u32, u32), Cell)>, FileError>,
 {
-    fn next_row(&mut self) -> Result<Option<(u32, RowCells)>, FileError> {
+    fn next_row(&mut self, cells: &mut RowCells) -> Result<Option<u32>, FileError> {
+        cells.clear();
         let mut current: Option<u32> = None;
-        let mut cells: RowCells = Vec::new();
         loop {
             let next = match self.pending.take() {
                 Some(cell) => Some(cell),
@@ -365,9 +367,12 @@ where
             cells.push((column, cell));
         }
         Ok(current.map(|row| {
-            cells.sort_by_key(|(column, _)| *column);
+            // Files list a row's cells in order; only an odd writer needs the sort.
+            if !cells.is_sorted_by_key(|(column, _)| *column) {
+                cells.sort_by_key(|(column, _)| *column);
+            }
             cells.dedup_by_key(|(column, _)| *column);
-            (row.saturating_add(1), cells)
+            row.saturating_add(1)
         }))
     }
 }
@@ -381,7 +386,8 @@ struct RangeRows<'s> {
 }
 
 impl RowSource for RangeRows<'_> {
-    fn next_row(&mut self) -> Result<Option<(u32, RowCells)>, FileError> {
+    fn next_row(&mut self, cells: &mut RowCells) -> Result<Option<u32>, FileError> {
+        cells.clear();
         let Some((first_row, first_col)) = self.range.start() else {
             return Ok(None);
         };
@@ -390,7 +396,6 @@ impl RowSource for RangeRows<'_> {
             let index = self.next;
             self.next += 1;
             let row = first_row.saturating_add(index as u32).saturating_add(1);
-            let mut cells = Vec::new();
             for offset in 0..width {
                 let Some(data) = self.range.get((index, offset)) else {
                     continue;
@@ -406,7 +411,7 @@ impl RowSource for RangeRows<'_> {
                 cells.push((column, cell));
             }
             if !cells.is_empty() {
-                return Ok(Some((row, cells)));
+                return Ok(Some(row));
             }
         }
         Ok(None)
@@ -420,14 +425,14 @@ struct CsvRows<'a> {
 }
 
 impl RowSource for CsvRows<'_> {
-    fn next_row(&mut self) -> Result<Option<(u32, RowCells)>, FileError> {
+    fn next_row(&mut self, cells: &mut RowCells) -> Result<Option<u32>, FileError> {
+        cells.clear();
         for record in self.records.by_ref() {
             let record = record.map_err(|e| damaged("csv", e))?;
             let line = record
                 .position()
                 .map(|p| u32::try_from(p.line()).unwrap_or(u32::MAX))
                 .unwrap_or(0);
-            let mut cells = Vec::new();
             for (index, field) in record.iter().enumerate() {
                 let cell = Cell::Text(field.to_owned());
                 if cell.is_blank() {
@@ -440,7 +445,7 @@ impl RowSource for CsvRows<'_> {
                 cells.push((column, cell));
             }
             if !cells.is_empty() {
-                return Ok(Some((line, cells)));
+                return Ok(Some(line));
             }
         }
         Ok(None)

@@ -143,9 +143,14 @@ fn is_email(text: &str) -> bool {
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && !"@,;:<>()[]\\\"".contains(c));
+        && local.chars().all(|c| {
+            !c.is_whitespace()
+                && !c.is_control()
+                && !matches!(
+                    c,
+                    '@' | ',' | ';' | ':' | '<' | '>' | '(' | ')' | '[' | ']' | '\\' | '"'
+                )
+        });
     let labels: Vec<&str> = domain.split('.').collect();
     let domain_ok = labels.len() >= 2
         && labels.iter().all(|label| {
@@ -301,8 +306,16 @@ fn within(field: Field, text: &str) -> Result<&str, String> {
     Ok(text)
 }
 
+/// Inner runs of spaces (and tabs, line breaks) become one space.
 fn collapse_spaces(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// A single-line text field: inner runs of spaces collapsed, length checked.
@@ -358,8 +371,8 @@ fn batch(text: &str) -> Result<i32, String> {
 /// the file.
 pub struct RowValidator {
     kind: Kind,
-    /// The columns of each field, in sheet order (looked up once, not per row).
-    columns: HashMap<Field, Vec<Column>>,
+    /// The columns of each field (indexed by `field as usize`), in sheet order.
+    columns: [Vec<Column>; Field::COUNT],
     /// `used[i]`: column `i` holds a field.
     used: Vec<bool>,
     today: NaiveDate,
@@ -373,13 +386,13 @@ pub struct RowValidator {
 /// A row's value for one field: the cell, its text, and the header it came from.
 struct Value<'a> {
     cell: &'a Cell,
-    text: String,
-    column: Arc<str>,
+    text: Cow<'a, str>,
+    column: &'a Arc<str>,
 }
 
 impl RowValidator {
     pub fn new(kind: Kind, headers: HeaderMap, today: NaiveDate) -> RowValidator {
-        let mut columns: HashMap<Field, Vec<Column>> = HashMap::new();
+        let mut columns: [Vec<Column>; Field::COUNT] = Default::default();
         let mut used = Vec::new();
         for column in headers.columns {
             let Some(field) = column.field else {
@@ -390,7 +403,7 @@ impl RowValidator {
                 used.resize(index + 1, false);
             }
             used[index] = true;
-            columns.entry(field).or_default().push(column);
+            columns[field as usize].push(column);
         }
         RowValidator {
             kind,
@@ -412,7 +425,7 @@ impl RowValidator {
     }
 
     fn columns_of(&self, field: Field) -> &[Column] {
-        self.columns.get(&field).map(Vec::as_slice).unwrap_or(&[])
+        &self.columns[field as usize]
     }
 
     /// Validates one non-blank data row (`cells` sorted by column index).
@@ -440,7 +453,7 @@ impl RowValidator {
     /// The first non-empty value of `field` in the row. A cell holding an error value (`#N/A`)
     /// is reported and counts as present.
     fn value<'a>(
-        &self,
+        &'a self,
         row: u32,
         field: Field,
         cells: &'a [(u32, Cell)],
@@ -456,7 +469,7 @@ impl RowValidator {
                     return Some(Value {
                         cell,
                         text,
-                        column: column.header.clone(),
+                        column: &column.header,
                     })
                 }
                 Ok(None) => {}
@@ -498,7 +511,7 @@ impl RowValidator {
                 Err(reason) => {
                     errors.push(RowError {
                         row,
-                        column: value.column,
+                        column: value.column.clone(),
                         field,
                         reason: reason.into(),
                     });
