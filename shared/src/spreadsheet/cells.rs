@@ -8,45 +8,46 @@ use chrono::{Datelike, NaiveDate};
 
 /// One cell, read from any format, before a field gives it a meaning.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
+pub enum Cell<'a> {
     Empty,
-    /// Text as stored (shared, inline and rich text all arrive as their plain text).
-    Text(String),
+    /// Text as stored (shared, inline and rich text all arrive as their plain text), borrowed
+    /// from the workbook's table of texts where it can be.
+    Text(Cow<'a, str>),
     Number(f64),
     Bool(bool),
     /// A cell formatted as a date: its calendar day, or `None` when the serial is out of range
     /// or the day does not exist (Excel's 1900-02-29).
     Date(Option<NaiveDate>),
     /// A date or duration written as ISO 8601 text (OpenDocument files).
-    IsoText(String),
+    IsoText(Cow<'a, str>),
     /// An error value such as `#N/A` or `#REF!`.
     Error(String),
 }
 
-impl Cell {
-    pub fn from_data(data: &Data) -> Cell {
+impl<'a> Cell<'a> {
+    pub fn from_data(data: &'a Data) -> Cell<'a> {
         match data {
             Data::Empty => Cell::Empty,
-            Data::String(s) => Cell::Text(s.clone()),
+            Data::String(s) => Cell::Text(Cow::Borrowed(s)),
             Data::Float(f) => Cell::Number(*f),
             Data::Int(i) => Cell::Number(*i as f64),
             Data::Bool(b) => Cell::Bool(*b),
             Data::DateTime(dt) => excel_date(dt),
-            Data::DateTimeIso(s) | Data::DurationIso(s) => Cell::IsoText(s.clone()),
+            Data::DateTimeIso(s) | Data::DurationIso(s) => Cell::IsoText(Cow::Borrowed(s)),
             Data::Error(e) => Cell::Error(e.to_string()),
         }
     }
 
-    pub fn from_data_ref(data: DataRef<'_>) -> Cell {
+    pub fn from_data_ref(data: DataRef<'a>) -> Cell<'a> {
         match data {
             DataRef::Empty => Cell::Empty,
-            DataRef::String(s) => Cell::Text(s),
-            DataRef::SharedString(s) => Cell::Text(s.to_owned()),
+            DataRef::String(s) => Cell::Text(Cow::Owned(s)),
+            DataRef::SharedString(s) => Cell::Text(Cow::Borrowed(s)),
             DataRef::Float(f) => Cell::Number(f),
             DataRef::Int(i) => Cell::Number(i as f64),
             DataRef::Bool(b) => Cell::Bool(b),
             DataRef::DateTime(dt) => excel_date(&dt),
-            DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => Cell::IsoText(s),
+            DataRef::DateTimeIso(s) | DataRef::DurationIso(s) => Cell::IsoText(Cow::Owned(s)),
             DataRef::Error(e) => Cell::Error(e.to_string()),
         }
     }
@@ -83,7 +84,7 @@ impl Cell {
 
 /// The calendar day of a date cell. calamine resolves the workbook's 1900 or 1904 epoch; the
 /// time of day, if any, is dropped, never shifted by a time zone.
-fn excel_date(dt: &ExcelDateTime) -> Cell {
+fn excel_date(dt: &ExcelDateTime) -> Cell<'static> {
     if dt.is_duration() {
         return Cell::Number(dt.as_f64());
     }

@@ -8,20 +8,20 @@ use std::io::Cursor;
 use calamine::{Data, Ods, Range, Reader, Xls, XlsError, Xlsb, XlsbError, Xlsx, XlsxError};
 use chrono::NaiveDate;
 
-use super::cells::Cell;
+use super::cells::{clean, Cell};
 use super::headers::{Field, HeaderMap};
 use super::validate::RowValidator;
 use super::{FileError, Format, Limits, ParsedFile, HEADER_SEARCH_ROWS};
 use crate::db::Kind;
 
 /// The non-blank cells of one row: (0-based column, cell), sorted by column.
-type RowCells = Vec<(u32, Cell)>;
+type RowCells<'a> = Vec<(u32, Cell<'a>)>;
 
 /// Rows of one sheet, blank ones skipped.
-trait RowSource {
+trait RowSource<'a> {
     /// Fills `cells` with the next row holding at least one non-blank cell and returns its
     /// 1-based row number. One buffer serves every row of a sheet.
-    fn next_row(&mut self, cells: &mut RowCells) -> Result<Option<u32>, FileError>;
+    fn next_row(&mut self, cells: &mut RowCells<'a>) -> Result<Option<u32>, FileError>;
 }
 
 /// What one import reads files for.
@@ -184,11 +184,11 @@ impl Job<'_> {
     }
 
     /// Finds the header row among the first non-empty rows, then validates every row below it.
-    fn sheet(
+    fn sheet<'a>(
         &self,
         name: Option<&str>,
         format: Format,
-        rows: &mut dyn RowSource,
+        rows: &mut dyn RowSource<'a>,
     ) -> Result<SheetOutcome, FileError> {
         let mut best: Option<Candidate> = None;
         let mut header = None;
@@ -306,17 +306,17 @@ fn too_many_columns(sheet: &str, row: u32, column: u32, limits: &Limits) -> File
 /// Cells as a streaming reader yields them, in sheet order, grouped into rows. Blank cells
 /// (millions of formatted-but-empty ones) are dropped as they pass; only the current row is
 /// held.
-struct CellStream<'s, F> {
+struct CellStream<'s, 'a, F> {
     sheet: &'s str,
     limits: &'s Limits,
     next_cell: F,
-    pending: Option<((u32, u32), Cell)>,
+    pending: Option<((u32, u32), Cell<'a>)>,
     done: bool,
 }
 
-impl<'s, F> CellStream<'s, F>
+impl<'s, 'a, F> CellStream<'s, 'a, F>
 where
-    F: FnMut() -> Result<Option<((u32, u32), Cell)>, FileError>,
+    F: FnMut() -> Result<Option<((u32, u32), Cell<'a>)>, FileError>,
 {
     fn new(sheet: &'s str, limits: &'s Limits, next_cell: F) -> Self {
         CellStream {
@@ -329,11 +329,11 @@ where
     }
 }
 
-impl<F> RowSource for CellStream<'_, F>
+impl<'a, F> RowSource<'a> for CellStream<'_, 'a, F>
 where
-    F: FnMut() -> Result<Option<((u32, u32), Cell)>, FileError>,
+    F: FnMut() -> Result<Option<((u32, u32), Cell<'a>)>, FileError>,
 {
-    fn next_row(&mut self, cells: &mut RowCells) -> Result<Option<u32>, FileError> {
+    fn next_row(&mut self, cells: &mut RowCells<'a>) -> Result<Option<u32>, FileError> {
         cells.clear();
         let mut current: Option<u32> = None;
         loop {
@@ -385,8 +385,8 @@ struct RangeRows<'s> {
     next: usize,
 }
 
-impl RowSource for RangeRows<'_> {
-    fn next_row(&mut self, cells: &mut RowCells) -> Result<Option<u32>, FileError> {
+impl<'s> RowSource<'s> for RangeRows<'s> {
+    fn next_row(&mut self, cells: &mut RowCells<'s>) -> Result<Option<u32>, FileError> {
         cells.clear();
         let Some((first_row, first_col)) = self.range.start() else {
             return Ok(None);
@@ -424,8 +424,8 @@ struct CsvRows<'a> {
     limits: &'a Limits,
 }
 
-impl RowSource for CsvRows<'_> {
-    fn next_row(&mut self, cells: &mut RowCells) -> Result<Option<u32>, FileError> {
+impl RowSource<'static> for CsvRows<'_> {
+    fn next_row(&mut self, cells: &mut RowCells<'static>) -> Result<Option<u32>, FileError> {
         cells.clear();
         for record in self.records.by_ref() {
             let record = record.map_err(|e| damaged("csv", e))?;
@@ -434,10 +434,10 @@ impl RowSource for CsvRows<'_> {
                 .map(|p| u32::try_from(p.line()).unwrap_or(u32::MAX))
                 .unwrap_or(0);
             for (index, field) in record.iter().enumerate() {
-                let cell = Cell::Text(field.to_owned());
-                if cell.is_blank() {
+                if clean(field).is_empty() {
                     continue;
                 }
+                let cell = Cell::Text(field.to_owned().into());
                 let column = u32::try_from(index).unwrap_or(u32::MAX);
                 if column >= self.limits.max_columns {
                     return Err(too_many_columns("CSV", line, column, self.limits));

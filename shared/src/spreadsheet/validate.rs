@@ -3,6 +3,7 @@
 //! column and a reason a person can act on.
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -325,7 +326,7 @@ fn line(field: Field, text: &str) -> Result<String, String> {
     Ok(text)
 }
 
-fn date_of_birth(cell: &Cell, text: &str, today: NaiveDate) -> Result<NaiveDate, String> {
+fn date_of_birth(cell: &Cell<'_>, text: &str, today: NaiveDate) -> Result<NaiveDate, String> {
     let date = match cell {
         Cell::Date(Some(date)) => *date,
         Cell::Number(_) => {
@@ -367,6 +368,14 @@ fn batch(text: &str) -> Result<i32, String> {
     }
 }
 
+/// The header of a field's first column, or the field's name when the sheet has none.
+fn header_of(columns: &[Column], field: Field) -> Arc<str> {
+    columns
+        .first()
+        .map(|c| c.header.clone())
+        .unwrap_or_else(|| Arc::from(field.name()))
+}
+
 /// Turns the data rows of one sheet into records and row errors, catching duplicates within
 /// the file.
 pub struct RowValidator {
@@ -385,7 +394,7 @@ pub struct RowValidator {
 
 /// A row's value for one field: the cell, its text, and the header it came from.
 struct Value<'a> {
-    cell: &'a Cell,
+    cell: &'a Cell<'a>,
     text: Cow<'a, str>,
     column: &'a Arc<str>,
 }
@@ -418,7 +427,7 @@ impl RowValidator {
     }
 
     /// True when none of the row's matched columns holds anything: the row is skipped.
-    pub fn is_blank(&self, cells: &[(u32, Cell)]) -> bool {
+    pub fn is_blank(&self, cells: &[(u32, Cell<'_>)]) -> bool {
         cells.iter().all(|(index, cell)| {
             !self.used.get(*index as usize).copied().unwrap_or(false) || cell.is_blank()
         })
@@ -429,7 +438,7 @@ impl RowValidator {
     }
 
     /// Validates one non-blank data row (`cells` sorted by column index).
-    pub fn push_row(&mut self, row: u32, cells: &[(u32, Cell)]) {
+    pub fn push_row(&mut self, row: u32, cells: &[(u32, Cell<'_>)]) {
         let mut errors = Vec::new();
         match self.kind {
             Kind::Students => {
@@ -456,7 +465,7 @@ impl RowValidator {
         &'a self,
         row: u32,
         field: Field,
-        cells: &'a [(u32, Cell)],
+        cells: &'a [(u32, Cell<'a>)],
         errors: &mut Vec<RowError>,
     ) -> Option<Value<'a>> {
         for column in self.columns_of(field) {
@@ -488,10 +497,7 @@ impl RowValidator {
     }
 
     fn column_name(&self, field: Field) -> Arc<str> {
-        self.columns_of(field)
-            .first()
-            .map(|c| c.header.clone())
-            .unwrap_or_else(|| Arc::from(field.name()))
+        header_of(self.columns_of(field), field)
     }
 
     /// Reads `field` with `parse`; a missing value of a required field is an error.
@@ -500,9 +506,9 @@ impl RowValidator {
         row: u32,
         field: Field,
         required: bool,
-        cells: &[(u32, Cell)],
+        cells: &[(u32, Cell<'_>)],
         errors: &mut Vec<RowError>,
-        parse: impl FnOnce(&Cell, &str) -> Result<T, String>,
+        parse: impl FnOnce(&Cell<'_>, &str) -> Result<T, String>,
     ) -> Option<T> {
         let before = errors.len();
         match self.value(row, field, cells, errors) {
@@ -537,20 +543,20 @@ impl RowValidator {
         seen: &mut HashMap<String, u32>,
         key: String,
         row: u32,
-        column: Arc<str>,
+        columns: &[Column],
         field: Field,
         errors: &mut Vec<RowError>,
     ) {
-        match seen.get(&key) {
-            Some(first) if *first != row => errors.push(RowError {
+        match seen.entry(key) {
+            Entry::Occupied(first) if *first.get() != row => errors.push(RowError {
                 row,
-                column,
+                column: header_of(columns, field),
                 field,
-                reason: format!("duplicate of row {first}").into(),
+                reason: format!("duplicate of row {}", first.get()).into(),
             }),
-            Some(_) => {}
-            None => {
-                seen.insert(key, row);
+            Entry::Occupied(_) => {}
+            Entry::Vacant(vacant) => {
+                vacant.insert(row);
             }
         }
     }
@@ -558,7 +564,7 @@ impl RowValidator {
     fn student(
         &mut self,
         row: u32,
-        cells: &[(u32, Cell)],
+        cells: &[(u32, Cell<'_>)],
         errors: &mut Vec<RowError>,
     ) -> Option<StudentRecord> {
         let today = self.today;
@@ -592,21 +598,21 @@ impl RowValidator {
         let batch = self.read(row, Field::Batch, false, cells, errors, |_, t| batch(t));
 
         if let Some(key) = &registration_no {
-            let column = self.column_name(Field::RegistrationNo);
             let key = key.as_str().to_lowercase();
+            let columns = &self.columns[Field::RegistrationNo as usize];
             Self::first_row(
                 &mut self.keys,
                 key,
                 row,
-                column,
+                columns,
                 Field::RegistrationNo,
                 errors,
             );
         }
         if let Some(email) = &email {
-            let column = self.column_name(Field::Email);
             let key = email.as_str().to_owned();
-            Self::first_row(&mut self.emails, key, row, column, Field::Email, errors);
+            let columns = &self.columns[Field::Email as usize];
+            Self::first_row(&mut self.emails, key, row, columns, Field::Email, errors);
         }
         if !errors.is_empty() {
             return None;
@@ -628,7 +634,7 @@ impl RowValidator {
     fn stall(
         &mut self,
         row: u32,
-        cells: &[(u32, Cell)],
+        cells: &[(u32, Cell<'_>)],
         errors: &mut Vec<RowError>,
     ) -> Option<StallRecord> {
         let stall_number = self.read(row, Field::StallNumber, true, cells, errors, |_, t| {
@@ -647,9 +653,16 @@ impl RowValidator {
             line(Field::Location, t)
         });
         if let Some(key) = &stall_number {
-            let column = self.column_name(Field::StallNumber);
             let key = key.as_str().to_lowercase();
-            Self::first_row(&mut self.keys, key, row, column, Field::StallNumber, errors);
+            let columns = &self.columns[Field::StallNumber as usize];
+            Self::first_row(
+                &mut self.keys,
+                key,
+                row,
+                columns,
+                Field::StallNumber,
+                errors,
+            );
         }
         if !errors.is_empty() {
             return None;
@@ -757,7 +770,7 @@ mod tests {
     #[test]
     fn age_and_batch() {
         let today = NaiveDate::from_ymd_opt(2025, 6, 1).unwrap();
-        let text = |s: &str| Cell::Text(s.into());
+        let text = |s: &'static str| Cell::Text(s.into());
         assert!(date_of_birth(&text("2010-06-01"), "2010-06-01", today).is_ok());
         let young = date_of_birth(&text("2010-06-02"), "2010-06-02", today).unwrap_err();
         assert!(young.contains("at least 15"), "{young}");
