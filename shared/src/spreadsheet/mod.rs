@@ -295,15 +295,13 @@ pub fn read_records(
         limits,
         today,
     };
-    match guard::inspect(bytes, format, limits)? {
-        guard::Container::Xlsx(format) => {
-            read::with_panic_guard(format, || job.xlsx(bytes, format))
-        }
-        guard::Container::Xlsb => read::with_panic_guard(Format::Xlsb, || job.xlsb(bytes)),
-        guard::Container::Ods => read::with_panic_guard(Format::Ods, || job.ods(bytes)),
-        guard::Container::Xls => read::with_panic_guard(Format::Xls, || job.xls(bytes)),
+    read::with_panic_guard(format, || match guard::inspect(bytes, format, limits)? {
+        guard::Container::Xlsx(format) => job.xlsx(bytes, format),
+        guard::Container::Xlsb => job.xlsb(bytes),
+        guard::Container::Ods => job.ods(bytes),
+        guard::Container::Xls => job.xls(bytes),
         guard::Container::Text => job.csv(bytes),
-    }
+    })
 }
 
 #[cfg(test)]
