@@ -160,6 +160,11 @@ impl Config {
                 get("IMPORT_LEASE_SECS"),
                 import_default.lease.as_secs(),
             )?),
+            busy_wait: Duration::from_secs(parse_or(
+                "IMPORT_BUSY_WAIT_SECS",
+                get("IMPORT_BUSY_WAIT_SECS"),
+                import_default.busy_wait.as_secs(),
+            )?),
             password: parse_or::<PasswordPolicy>(
                 "IMPORT_PASSWORD_MODE",
                 get("IMPORT_PASSWORD_MODE"),

@@ -114,7 +114,7 @@ async fn two_deliveries_at_once_import_once() {
 
 #[tokio::test]
 async fn a_claim_left_by_a_crashed_run_is_taken_over_after_its_lease() {
-    let world = World::new().await;
+    let mut world = World::new().await;
     let body = template_xlsx(&STUDENT_HEADERS, &rows());
     let event =
         end_to_end::upload(&world.s3, &world.bucket, "imports/students/list.xlsx", body).await;
@@ -132,8 +132,12 @@ async fn a_claim_left_by_a_crashed_run_is_taken_over_after_its_lease() {
         )
         .await
         .unwrap();
-    let busy = imported(world.deliver(event.clone()).await.unwrap());
-    assert_eq!(busy.status, "processing");
+    world.clients.config.import.busy_wait = std::time::Duration::from_millis(500);
+    let busy = world.deliver(event.clone()).await.unwrap_err();
+    assert!(
+        busy.contains("still being processed by another run"),
+        "{busy}"
+    );
     assert_eq!(world.count("SELECT count(*) FROM students").await, 0);
 
     client

@@ -112,15 +112,18 @@ pub fn records(event: &S3Event) -> Vec<EventRecord> {
 mod tests {
     use super::*;
 
+    /// The sample event in `events/`, with another key and event name.
     fn event(key: &str, name: &str) -> S3Event {
-        serde_json::from_value(serde_json::json!({"Records": [{
-            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "ap-south-1",
-            "eventTime": "2026-11-26T06:00:00.000Z", "eventName": name,
-            "s3": {"s3SchemaVersion": "1.0", "configurationId": "imports",
-                   "bucket": {"name": "event-imports", "arn": "arn:aws:s3:::event-imports"},
-                   "object": {"key": key, "size": 1024, "eTag": "0123456789abcdef", "sequencer": "0A1B2C3D4E5F678901"}}
-        }]}))
-        .unwrap()
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/import-students-put.json")).unwrap();
+        event["Records"][0]["s3"]["object"]["key"] = key.into();
+        event["Records"][0]["eventName"] = name.into();
+        event["Records"][0]["s3"]["object"]
+            .as_object_mut()
+            .unwrap()
+            .remove("versionId");
+        event["Records"][0]["s3"]["object"]["eTag"] = "0123456789abcdef".into();
+        serde_json::from_value(event).unwrap()
     }
 
     #[test]
@@ -135,7 +138,7 @@ mod tests {
         assert_eq!(target.key, "imports/students/Batch 2024/CSE list.xlsx");
         assert_eq!((target.kind, target.format), (Kind::Students, Format::Xlsx));
         assert_eq!(target.version, "0123456789abcdef");
-        assert_eq!(target.bucket, "event-imports");
+        assert_eq!(target.bucket, "qr-functions-dev-imports-123456789012");
     }
 
     #[test]
@@ -164,6 +167,43 @@ mod tests {
                     assert!(got.contains(reason), "{key}: {got}")
                 }
                 other => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod sample_events {
+    use super::*;
+
+    #[test]
+    fn the_sample_events_classify_as_their_names_say() {
+        for (file, expected) in [
+            (
+                include_str!("../../../events/import-students-put.json"),
+                Some((Kind::Students, Format::Xlsx)),
+            ),
+            (
+                include_str!("../../../events/import-stalls-put.json"),
+                Some((Kind::Stalls, Format::Csv)),
+            ),
+            (
+                include_str!("../../../events/import-not-an-import.json"),
+                None,
+            ),
+        ] {
+            let event: S3Event = serde_json::from_str(file).unwrap();
+            match (&records(&event)[0], expected) {
+                (EventRecord::Import(target), Some((kind, format))) => {
+                    assert_eq!((target.kind, target.format), (kind, format));
+                    assert_eq!(
+                        Some(target.version.clone()),
+                        target.version_id.clone(),
+                        "a versioned bucket's id"
+                    );
+                }
+                (EventRecord::Skip { .. }, None) => {}
+                (other, _) => panic!("{other:?}"),
             }
         }
     }

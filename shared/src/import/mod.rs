@@ -57,6 +57,9 @@ pub struct ImportSettings {
     pub time_limit: Duration,
     /// How long a claim holds before another delivery may take over a crashed run.
     pub lease: Duration,
+    /// How long a delivery that finds another run at work waits for its outcome before failing
+    /// (so Lambda retries it, and finally sends it to the failure queue).
+    pub busy_wait: Duration,
     pub password: PasswordPolicy,
 }
 
@@ -66,6 +69,7 @@ impl Default for ImportSettings {
             limits: Limits::default(),
             time_limit: Duration::from_secs(300),
             lease: Duration::from_secs(900),
+            busy_wait: Duration::from_secs(30),
             password: PasswordPolicy::ResetRequired,
         }
     }
@@ -213,10 +217,7 @@ impl Importer<'_> {
                 tracing::info!(import_id = %record.id, key = %target.key, status = %record.status, "already imported; returning the earlier outcome");
                 return Ok(ImportReport::from_record(record, true));
             }
-            Claim::Busy(record) => {
-                tracing::info!(import_id = %record.id, key = %target.key, "another run is importing this file");
-                return Ok(ImportReport::from_record(record, true));
-            }
+            Claim::Busy(record) => return self.await_other_run(&client, record).await,
             Claim::Claimed(id) => id,
         };
         tracing::info!(import_id = %id, key = %target.key, kind = %target.kind, "importing");
@@ -230,6 +231,29 @@ impl Importer<'_> {
                 Err(error)
             }
         }
+    }
+
+    /// Another run holds the claim: wait for its outcome; if it does not come (that run may
+    /// have crashed and its lease still runs), fail so the event is retried, not dropped.
+    async fn await_other_run(
+        &self,
+        client: &tokio_postgres::Client,
+        record: ImportRecord,
+    ) -> Result<ImportReport, Error> {
+        tracing::info!(import_id = %record.id, key = %record.object_key, "another run is importing this file; waiting for it");
+        let deadline = Instant::now() + self.config.import.busy_wait;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(now) = claim::find(client, record.id).await? {
+                if now.is_finished() {
+                    return Ok(ImportReport::from_record(now, true));
+                }
+            }
+        }
+        Err(Error::Failed(format!(
+            "import {} of {} is still being processed by another run; the event will be retried",
+            record.id, record.object_key
+        )))
     }
 
     async fn run(

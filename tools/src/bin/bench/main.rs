@@ -2,6 +2,7 @@
 //!
 //!   bench warm [--students N] [--stalls N]   the warmer end to end (default 25000 + 200)
 //!   bench render [--count N]                  QR encoders and PNG settings, per core
+//!   bench import [--rows N]                   a students .xlsx imported end to end (default 100000)
 //!
 //! `warm` seeds a fresh database, runs the release `warm-qr-cache` binary beside this one (cold,
 //! then unchanged) and reads its JSON summary, peak RSS and what it left in Redis. Services:
@@ -17,9 +18,11 @@ use shared::db::DatabaseSettings;
 use shared::qr::{self, ModuleGrid, QrSettings};
 use tools::seed::{self, DemoSize};
 
+mod import;
+
 type Failure = Box<dyn std::error::Error>;
 
-fn flag(args: &[String], name: &str, default: usize) -> Result<usize, Failure> {
+pub(crate) fn flag(args: &[String], name: &str, default: usize) -> Result<usize, Failure> {
     match args.iter().position(|a| a == name) {
         None => Ok(default),
         Some(i) => {
@@ -37,8 +40,10 @@ async fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("warm") => warm(&args).await,
         Some("render") => render(&args),
+        Some("import") => import::run(&args).await,
+        Some("import-child") => import::child(&args).await,
         _ => {
-            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N]");
+            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N]");
             return ExitCode::from(2);
         }
     };
@@ -51,7 +56,7 @@ async fn main() -> ExitCode {
     }
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {

@@ -1,0 +1,274 @@
+//! `bench import`: a 100,000-row students workbook through the importer (S3 get, parse and
+//! validate, binary COPY upsert), then the QR caching of the new rows, in a child process whose
+//! peak RSS is read; and in the same run a row-by-row INSERT load of the same rows, and the cost
+//! of the legacy bcrypt password setting. Needs Postgres, Redis and moto's S3 server
+//! (BENCH_S3_ENDPOINT, default http://127.0.0.1:4566).
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+use secrecy::SecretString;
+use shared::cache::{Cache, CacheSettings};
+use shared::config::Config;
+use shared::db::{Database, DatabaseSettings, Kind};
+use shared::import::event::ImportTarget;
+use shared::import::Importer;
+use shared::spreadsheet::{self, Records};
+use shared::storage::Storage;
+
+use super::{flag, machine, Failure};
+
+const SCHOOL: &str = "School of Computer Science and Engineering";
+
+fn s3_client() -> aws_sdk_s3::Client {
+    let endpoint =
+        std::env::var("BENCH_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
+    let credentials = aws_sdk_s3::config::Credentials::new("bench", "bench", None, None, "bench");
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+fn workbook(rows: usize) -> Result<Vec<u8>, Failure> {
+    let mut workbook = Workbook::new();
+    let sheet = workbook.add_worksheet();
+    let headers = [
+        "registration_no*",
+        "email",
+        "full_name*",
+        "school*",
+        "date_of_birth*",
+        "pincode*",
+        "phone",
+        "address",
+        "program_name",
+        "batch",
+    ];
+    for (c, header) in headers.iter().enumerate() {
+        sheet.write_string(0, c as u16, *header)?;
+    }
+    let date = Format::new().set_num_format("dd/mm/yyyy");
+    for i in 0..rows {
+        let r = i as u32 + 1;
+        sheet.write_string(r, 0, format!("{}{:06}", 2021 + i % 4, i))?;
+        sheet.write_string(r, 1, format!("student{i}@campus.example.in"))?;
+        sheet.write_string(r, 2, format!("Student {i}"))?;
+        sheet.write_string(r, 3, SCHOOL)?;
+        sheet.write_datetime_with_format(
+            r,
+            4,
+            ExcelDateTime::from_ymd(
+                2000 + (i % 6) as u16,
+                1 + (i % 12) as u8,
+                1 + (i % 28) as u8,
+            )?,
+            &date,
+        )?;
+        sheet.write_number(r, 5, (110_001 + i % 800_000) as f64)?;
+        sheet.write_string(r, 6, format!("98{:08}", i))?;
+        sheet.write_string(r, 7, "Hostel Block C")?;
+        sheet.write_string(r, 8, "B.Tech CSE")?;
+        sheet.write_number(r, 9, (2021 + i % 4) as f64)?;
+    }
+    Ok(workbook.save_to_buffer()?)
+}
+
+async fn fresh_database(admin_url: &str, name: &str) -> Result<String, Failure> {
+    let admin = DatabaseSettings::parse(admin_url)?.connect().await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let mut url = url::Url::parse(admin_url)?;
+    url.set_path(name);
+    let mut client = DatabaseSettings::parse(url.as_str())?.connect().await?;
+    shared::migrations::apply(&mut client).await?;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO schools (school_name) VALUES ('{SCHOOL}')"
+        ))
+        .await?;
+    Ok(url.to_string())
+}
+
+pub async fn run(args: &[String]) -> Result<(), Failure> {
+    let rows = flag(args, "--rows", 100_000)?;
+    let admin_url = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let pid = std::process::id();
+    let (copy_db, insert_db) = (
+        format!("qr_bench_import_{pid}"),
+        format!("qr_bench_insert_{pid}"),
+    );
+    let result = async {
+        let generated = Instant::now();
+        let bytes = workbook(rows)?;
+        eprintln!("generated a {rows}-row .xlsx of {:.1} MiB in {:.1?}", bytes.len() as f64 / 1_048_576.0, generated.elapsed());
+        let s3 = s3_client();
+        let bucket = format!("qr-bench-{pid}");
+        s3.create_bucket().bucket(&bucket).send().await?;
+        let key = "imports/students/bench.xlsx";
+        let put = s3.put_object().bucket(&bucket).key(key).body(bytes.clone().into()).send().await?;
+        let e_tag = put.e_tag().unwrap_or_default().trim_matches('"').to_string();
+
+        let copy_url = fresh_database(&admin_url, &copy_db).await?;
+        let exe = std::env::current_exe()?;
+        let started = Instant::now();
+        let child = Command::new(exe)
+            .args(["import-child", &copy_url, &bucket, key, &e_tag])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let pid = child.id() as libc::pid_t;
+        let mut stdout = child.stdout.ok_or("no stdout")?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text)?;
+        let mut status = 0;
+        // SAFETY: rusage is plain data; wait4 fills it for the child we spawned and have not reaped.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        let wall = started.elapsed();
+        if status != 0 {
+            return Err(format!("the import child failed: {text}").into());
+        }
+        let report: serde_json::Value = serde_json::from_str(text.trim())?;
+        let t = &report["timings"];
+        let get = |name: &str| t[name].as_f64().unwrap_or(0.0);
+        println!("machine: {}", machine());
+        println!("{rows}-row students .xlsx ({:.1} MiB), status {}, inserted {}", bytes.len() as f64 / 1_048_576.0, report["status"], report["counts"]["inserted"]);
+        println!(
+            "  S3 get {:.0} ms, parse + validate {:.0} ms, load (COPY + upsert + outcome) {:.0} ms: parse+validate+load {:.2} s",
+            get("download_ms"),
+            get("parse_ms"),
+            get("load_ms"),
+            (get("parse_ms") + get("load_ms")) / 1000.0
+        );
+        println!("  report {:.0} ms; QR caching of {} new rows {:.0} ms ({:.0} QRs/s)", get("report_ms"), report["qr_cached"], get("cache_ms"), report["qr_cached"].as_f64().unwrap_or(0.0) / get("cache_ms") * 1000.0);
+        println!("  whole child process {:.2} s wall, peak RSS {:.1} MiB", wall.as_secs_f64(), usage.ru_maxrss as f64 / 1024.0);
+
+        // The same rows, one INSERT each (in one transaction), as the Node app did.
+        let insert_url = fresh_database(&admin_url, &insert_db).await?;
+        let parsed = spreadsheet::read_records(&bytes, spreadsheet::Format::Xlsx, Kind::Students, &Default::default(), chrono::Utc::now().date_naive())
+            .map_err(|e| e.to_string())?;
+        let Records::Students(records) = parsed.records else { return Err("expected students".into()) };
+        let mut client = DatabaseSettings::parse(&insert_url)?.connect().await?;
+        let school: uuid::Uuid = client.query_one("SELECT id FROM schools", &[]).await?.get(0);
+        let started = Instant::now();
+        let tx = client.transaction().await?;
+        let statement = tx
+            .prepare(
+                "INSERT INTO students (registration_no, email, full_name, school_id, phone, date_of_birth, pincode,
+                                       address, program_name, batch, password_hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, '!') ON CONFLICT (registration_no) DO NOTHING",
+            )
+            .await?;
+        for (_, r) in &records {
+            tx.execute(
+                &statement,
+                &[
+                    &r.registration_no.as_str(), &r.email.as_ref().map(|e| e.as_str()), &r.full_name, &school,
+                    &r.phone.as_ref().map(|p| p.as_str()), &r.date_of_birth, &r.pincode.as_str(), &r.address, &r.program_name, &r.batch,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        println!("row-by-row INSERT load of the same {} rows: {:.2} s", records.len(), started.elapsed().as_secs_f64());
+
+        // The legacy password setting: bcrypt cost 12 on every core.
+        let sample = 64;
+        let started = Instant::now();
+        {
+            use rayon::prelude::*;
+            (0..sample).into_par_iter().map(|i| bcrypt::hash(format!("20040309{i:06}"), 12)).collect::<Result<Vec<_>, _>>()?;
+        }
+        let per_10k = started.elapsed().as_secs_f64() / sample as f64 * 10_000.0;
+        println!("legacy passwords (bcrypt cost 12, all {} cores): {:.0} s per 10,000 new students", rayon::current_num_threads(), per_10k);
+        Ok::<(), Failure>(())
+    }
+    .await;
+    if let Ok(admin) = DatabaseSettings::parse(&admin_url)?.connect().await {
+        for name in [&copy_db, &insert_db] {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+    result
+}
+
+/// The import alone, in its own process so its peak RSS can be read: prints the report as JSON.
+pub async fn child(args: &[String]) -> Result<(), Failure> {
+    let [_, db_url, bucket, key, e_tag] = args else {
+        return Err("usage: bench import-child DB_URL BUCKET KEY ETAG".into());
+    };
+    let redis_url =
+        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let vars = [
+        ("NEON_DATABASE_URL", db_url.clone()),
+        ("REDIS_URL", redis_url.clone()),
+        ("JWT_SECRET", "bench-secret".to_string()),
+        (
+            "CACHE_KEY_PREFIX",
+            format!("bench-import:{}:", std::process::id()),
+        ),
+    ];
+    let config = Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    })?;
+    let cache = Cache::connect_lazily(
+        &SecretString::from(redis_url),
+        CacheSettings {
+            ..config.cache.clone()
+        },
+    )?;
+    let db = Database::new(config.database.clone());
+    let storage = Storage::with_client(s3_client());
+    let importer = Importer {
+        db: &db,
+        cache: &cache,
+        storage: &storage,
+        config: &config,
+    };
+    let target = ImportTarget {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        version: e_tag.clone(),
+        version_id: None,
+        kind: Kind::Students,
+        format: spreadsheet::Format::Xlsx,
+    };
+    let report = importer.import(&target).await?;
+    // Leave Redis as found.
+    let mut connection = cache.connection();
+    let pattern = cache.settings().scan_pattern();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut connection)
+                .await?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    println!("{}", serde_json::to_string(&report.trimmed())?);
+    Ok(())
+}
