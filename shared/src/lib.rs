@@ -7,6 +7,7 @@ pub mod error;
 pub mod import;
 pub mod migrations;
 pub mod qr;
+pub mod qr_reads;
 pub mod spreadsheet;
 pub mod storage;
 pub mod telemetry;

@@ -322,18 +322,43 @@ async fn sheets_saved_by_an_office_suite_import_alike_in_every_format() {
             )
             .await
             .unwrap();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/src/spreadsheet/fixtures").join(file);
-        let report = imported(world.upload_and_import(&format!("imports/students/{file}"), std::fs::read(path).unwrap()).await);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/src/spreadsheet/fixtures")
+            .join(file);
+        let report = imported(
+            world
+                .upload_and_import(
+                    &format!("imports/students/{file}"),
+                    std::fs::read(path).unwrap(),
+                )
+                .await,
+        );
         assert_eq!(report.status, "partially_succeeded", "{file}: {report:?}");
-        assert_eq!((report.counts.inserted, report.counts.rejected), (2, 1), "{file}");
-        assert!(report.rejected.iter().all(|r| r.row == 6), "{file}: {:?}", report.rejected);
+        assert_eq!(
+            (report.counts.inserted, report.counts.rejected),
+            (2, 1),
+            "{file}"
+        );
+        assert!(
+            report.rejected.iter().all(|r| r.row == 6),
+            "{file}: {:?}",
+            report.rejected
+        );
         let client = world.db.client().await;
         let row = client
             .query_one("SELECT email, phone, date_of_birth::text FROM students WHERE registration_no = '007'", &[])
             .await
             .unwrap_or_else(|e| panic!("{file}: 007 kept its zeros: {e}"));
-        assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("asha.verma@example.com"), "{file}");
-        assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("9876543210"), "{file}");
+        assert_eq!(
+            row.get::<_, Option<String>>(0).as_deref(),
+            Some("asha.verma@example.com"),
+            "{file}"
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(1).as_deref(),
+            Some("9876543210"),
+            "{file}"
+        );
         assert_eq!(row.get::<_, String>(2), "2005-05-15", "{file}");
     }
 }
@@ -348,9 +373,23 @@ async fn the_apps_own_template_with_instructions_first_imports() {
         .batch_execute("INSERT INTO schools (id, school_name) VALUES ('123e4567-e89b-12d3-a456-426614174000', 'School of Engineering')")
         .await
         .unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/src/spreadsheet/fixtures/template.xls");
-    let report = imported(world.upload_and_import("imports/students/template.xls", std::fs::read(path).unwrap()).await);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/src/spreadsheet/fixtures/template.xls");
+    let report = imported(
+        world
+            .upload_and_import(
+                "imports/students/template.xls",
+                std::fs::read(path).unwrap(),
+            )
+            .await,
+    );
     assert_eq!(report.sheet.as_deref(), Some("Students"), "{report:?}");
     assert!(report.counts.inserted >= 1, "{report:?}");
-    assert!(report.rejected.iter().any(|r| r.reason.contains("duplicate")), "{report:?}");
+    assert!(
+        report
+            .rejected
+            .iter()
+            .any(|r| r.reason.contains("duplicate")),
+        "{report:?}"
+    );
 }

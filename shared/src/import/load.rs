@@ -116,13 +116,18 @@ fn legacy_hashes(rows: &[(String, String)]) -> Result<Vec<String>, Error> {
         .map_err(|e| Error::Failed(format!("hashing a password: {e}")))
 }
 
-pub async fn load_students(
+/// Rows checked against the database: those that may be written, with their school ids.
+pub struct Checked<R> {
+    pub accepted: Vec<(R, Uuid)>,
+    pub rejected: Vec<RowError>,
+}
+
+/// Resolves schools and refuses emails that belong to another student; writes nothing.
+pub async fn check_students(
     tx: &Client,
     records: Vec<(u32, StudentRecord)>,
-    jwt_secret: &SecretString,
-    password: PasswordPolicy,
-) -> Result<Loaded, Error> {
-    let mut loaded = Loaded::default();
+) -> Result<Checked<StudentRecord>, Error> {
+    let mut rejected = Vec::new();
     let refs: Vec<&SchoolRef> = records.iter().map(|(_, r)| &r.school).collect();
     let (by_name, ids) = resolve_schools(tx, &refs).await?;
 
@@ -147,14 +152,14 @@ pub async fn load_students(
         let school = match school_id(&record.school, &by_name, &ids) {
             Ok(id) => id,
             Err(reason) => {
-                loaded.rejected.push(reject(row, Field::School, reason));
+                rejected.push(reject(row, Field::School, reason));
                 continue;
             }
         };
         if let Some(email) = &record.email {
             if let Some(owner) = owners.get(&email.as_str().to_lowercase()) {
                 if owner != record.registration_no.as_str() {
-                    loaded.rejected.push(reject(
+                    rejected.push(reject(
                         row,
                         Field::Email,
                         format!("already belongs to student {owner}"),
@@ -165,6 +170,20 @@ pub async fn load_students(
         }
         accepted.push((record, school));
     }
+    Ok(Checked { accepted, rejected })
+}
+
+pub async fn load_students(
+    tx: &Client,
+    records: Vec<(u32, StudentRecord)>,
+    jwt_secret: &SecretString,
+    password: PasswordPolicy,
+) -> Result<Loaded, Error> {
+    let Checked { accepted, rejected } = check_students(tx, records).await?;
+    let mut loaded = Loaded {
+        rejected,
+        ..Loaded::default()
+    };
     if accepted.is_empty() {
         return Ok(loaded);
     }
@@ -303,21 +322,36 @@ pub async fn load_students(
     Ok(loaded)
 }
 
+/// Resolves schools; writes nothing.
+pub async fn check_stalls(
+    tx: &Client,
+    records: Vec<(u32, StallRecord)>,
+) -> Result<Checked<StallRecord>, Error> {
+    let refs: Vec<&SchoolRef> = records.iter().map(|(_, r)| &r.school).collect();
+    let (by_name, ids) = resolve_schools(tx, &refs).await?;
+    let mut checked = Checked {
+        accepted: Vec::with_capacity(records.len()),
+        rejected: Vec::new(),
+    };
+    for (row, record) in records {
+        match school_id(&record.school, &by_name, &ids) {
+            Ok(school) => checked.accepted.push((record, school)),
+            Err(reason) => checked.rejected.push(reject(row, Field::School, reason)),
+        }
+    }
+    Ok(checked)
+}
+
 pub async fn load_stalls(
     tx: &Client,
     records: Vec<(u32, StallRecord)>,
     jwt_secret: &SecretString,
 ) -> Result<Loaded, Error> {
-    let mut loaded = Loaded::default();
-    let refs: Vec<&SchoolRef> = records.iter().map(|(_, r)| &r.school).collect();
-    let (by_name, ids) = resolve_schools(tx, &refs).await?;
-    let mut accepted = Vec::with_capacity(records.len());
-    for (row, record) in records {
-        match school_id(&record.school, &by_name, &ids) {
-            Ok(school) => accepted.push((record, school)),
-            Err(reason) => loaded.rejected.push(reject(row, Field::School, reason)),
-        }
-    }
+    let Checked { accepted, rejected } = check_stalls(tx, records).await?;
+    let mut loaded = Loaded {
+        rejected,
+        ..Loaded::default()
+    };
     if accepted.is_empty() {
         return Ok(loaded);
     }

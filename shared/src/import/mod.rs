@@ -173,6 +173,24 @@ impl ImportReport {
     }
 }
 
+/// What an import of a file would do, found without writing anything (`POST /imports/validate`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub key: String,
+    pub kind: String,
+    /// `valid`, `partially_valid` or `invalid`.
+    pub status: String,
+    /// Why the whole file would be refused, if it would be.
+    pub error: Option<String>,
+    pub sheet: Option<String>,
+    pub header_row: Option<u32>,
+    pub ignored_columns: Vec<String>,
+    pub rows: u32,
+    pub valid_rows: usize,
+    pub rejected_rows: usize,
+    pub rejected: Vec<RejectedRow>,
+}
+
 /// What an import needs; all made once at cold start.
 pub struct Importer<'a> {
     pub db: &'a Database,
@@ -231,6 +249,78 @@ impl Importer<'_> {
                 Err(error)
             }
         }
+    }
+
+    /// Reads and checks an uploaded object as an import would, against the database as it is
+    /// now, and writes nothing.
+    pub async fn dry_run(&self, bucket: &str, key: &str) -> Result<DryRun, Error> {
+        let (kind, format) = event::classify(key)
+            .map_err(|reason| Error::InvalidRequest(format!("{key}: {reason}")))?;
+        let settings = &self.config.import;
+        let mut dry = DryRun {
+            key: key.to_owned(),
+            kind: kind.table().into(),
+            status: "invalid".into(),
+            error: None,
+            sheet: None,
+            header_row: None,
+            ignored_columns: Vec::new(),
+            rows: 0,
+            valid_rows: 0,
+            rejected_rows: 0,
+            rejected: Vec::new(),
+        };
+        let bytes = match self
+            .storage
+            .get(bucket, key, None, settings.limits.max_bytes)
+            .await
+        {
+            Ok(fetched) => fetched.bytes,
+            Err(error @ (StorageError::TooLarge { .. } | StorageError::NotFound { .. })) => {
+                dry.error = Some(error.to_string());
+                return Ok(dry);
+            }
+            Err(error) => return Err(Error::Failed(error.to_string())),
+        };
+        let parsed = match parse(bytes, format, kind, settings).await {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                dry.error = Some(reason);
+                return Ok(dry);
+            }
+        };
+        dry.sheet = parsed.sheet.clone();
+        dry.header_row = Some(parsed.header_row);
+        dry.ignored_columns = parsed.ignored_columns.clone();
+        dry.rows = parsed.rows_seen;
+        let client = self.db.client().await?;
+        let file_rejected_rows = parsed.rejected_rows().len();
+        let mut rejected = parsed.rejected;
+        let (valid, db_rejected) = match parsed.records {
+            Records::Students(rows) => {
+                let checked = load::check_students(&client, rows).await?;
+                (checked.accepted.len(), checked.rejected)
+            }
+            Records::Stalls(rows) => {
+                let checked = load::check_stalls(&client, rows).await?;
+                (checked.accepted.len(), checked.rejected)
+            }
+        };
+        dry.valid_rows = valid;
+        dry.rejected_rows = file_rejected_rows + db_rejected.len();
+        rejected.extend(db_rejected);
+        rejected.sort_by_key(|e| e.row);
+        dry.rejected = rejected.iter().map(RejectedRow::from).collect();
+        dry.status = match (valid, dry.rejected_rows) {
+            (0, _) => "invalid",
+            (_, 0) => "valid",
+            _ => "partially_valid",
+        }
+        .into();
+        if valid == 0 && dry.rejected_rows == 0 {
+            dry.error = Some("the sheet has headers but no data rows".into());
+        }
+        Ok(dry)
     }
 
     /// Another run holds the claim: wait for its outcome; if it does not come (that run may

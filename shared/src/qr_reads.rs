@@ -1,0 +1,322 @@
+//! QR images for readers (the HTTP API): the row's token, then the cache entry, renewed as it is
+//! read; on a miss the image is rendered once however many requests ask for it at the same
+//! time, and stored. Every read is counted as a hit or a miss, in Redis, so the API's own hit
+//! rate is one figure across all its instances.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use crate::cache::Cache;
+use crate::db::{Database, Kind};
+use crate::error::Error;
+use crate::qr::{self, QrSettings, DATA_URL_PREFIX};
+
+/// Where an image came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Hit,
+    Miss,
+    /// Redis did not answer: rendered without the cache.
+    Bypass,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Hit => "hit",
+            Source::Miss => "miss",
+            Source::Bypass => "bypass",
+        }
+    }
+}
+
+/// One image as served.
+#[derive(Debug, Clone)]
+pub struct QrImage {
+    pub data_url: String,
+    pub source: Source,
+}
+
+impl QrImage {
+    /// The PNG bytes of the data URL.
+    pub fn png(&self) -> Result<Vec<u8>, Error> {
+        let encoded = self
+            .data_url
+            .strip_prefix(DATA_URL_PREFIX)
+            .unwrap_or(&self.data_url);
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| Error::Failed(format!("a cached image is not valid base64: {e}")))
+    }
+}
+
+/// Counter keys of the API's reads, beside the images under the same prefix.
+fn counter_key(cache: &Cache, outcome: &str) -> String {
+    format!("{}qr:api:{outcome}", cache.settings().key_prefix)
+}
+
+/// GETEX and the hit or miss counter in one round trip.
+const READ_AND_COUNT: &str = "local v = redis.call('GETEX', KEYS[1], 'EX', ARGV[1]) \
+    if v then redis.call('INCR', KEYS[2]) else redis.call('INCR', KEYS[3]) end return v";
+
+type Flight = Arc<OnceCell<Result<String, String>>>;
+
+/// Reads QR images; one per process, shared by its requests.
+pub struct QrReader {
+    db: Database,
+    cache: Cache,
+    settings: QrSettings,
+    in_flight: Mutex<HashMap<String, Flight>>,
+    renders: std::sync::atomic::AtomicU64,
+}
+
+/// Why an image could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("no such {0} with a QR code")]
+    NotFound(Kind),
+    #[error("the database is unavailable: {0}")]
+    DatabaseUnavailable(Error),
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+impl QrReader {
+    pub fn new(db: Database, cache: Cache, settings: QrSettings) -> Self {
+        QrReader {
+            db,
+            cache,
+            settings,
+            in_flight: Mutex::new(HashMap::new()),
+            renders: Default::default(),
+        }
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Images this process has rendered (for tests of the single flight).
+    pub fn renders(&self) -> u64 {
+        self.renders.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The token of a row, if it has one.
+    pub async fn token(&self, kind: Kind, id: Uuid) -> Result<String, ReadError> {
+        let client = self
+            .db
+            .client()
+            .await
+            .map_err(ReadError::DatabaseUnavailable)?;
+        let sql = format!("SELECT qr_code_token FROM {} WHERE id = $1", kind.table());
+        let rows = client
+            .query_typed(&sql, &[(&id, Type::UUID)])
+            .await
+            .map_err(|e| {
+                ReadError::DatabaseUnavailable(Error::postgres("reading a QR token", e))
+            })?;
+        rows.first()
+            .and_then(|row| row.get::<_, Option<String>>(0))
+            .filter(|token| !token.is_empty())
+            .ok_or(ReadError::NotFound(kind))
+    }
+
+    /// The image of a row: cached, or rendered and cached.
+    pub async fn image(&self, kind: Kind, id: Uuid) -> Result<QrImage, ReadError> {
+        let token = self.token(kind, id).await?;
+        Ok(self.image_of_token(&token).await?)
+    }
+
+    /// The image of a token: cached, or rendered and cached.
+    pub async fn image_of_token(&self, token: &str) -> Result<QrImage, Error> {
+        let key = self.cache.settings().key(token);
+        let mut connection = self.cache.connection();
+        let read = redis::cmd("EVAL")
+            .arg(READ_AND_COUNT)
+            .arg(3)
+            .arg(&key)
+            .arg(counter_key(&self.cache, "hits"))
+            .arg(counter_key(&self.cache, "misses"))
+            .arg(self.cache.settings().ttl.as_secs().max(1))
+            .query_async::<Option<String>>(&mut connection)
+            .await;
+        match read {
+            Ok(Some(data_url)) => Ok(QrImage {
+                data_url,
+                source: Source::Hit,
+            }),
+            Ok(None) => Ok(QrImage {
+                data_url: self.render_once(&key, token, true).await?,
+                source: Source::Miss,
+            }),
+            Err(error) => {
+                tracing::warn!(error = %error, "Redis unavailable; rendering without the cache");
+                Ok(QrImage {
+                    data_url: self.render_once(&key, token, false).await?,
+                    source: Source::Bypass,
+                })
+            }
+        }
+    }
+
+    /// Renders `token` once for all concurrent callers of the same key, storing it when `store`.
+    async fn render_once(&self, key: &str, token: &str, store: bool) -> Result<String, Error> {
+        let flight = {
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .map_err(|_| Error::Failed("render registry poisoned".into()))?;
+            Arc::clone(in_flight.entry(key.to_owned()).or_default())
+        };
+        let result = flight
+            .get_or_init(|| async {
+                self.renders
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let settings = self.settings;
+                let owned = token.to_owned();
+                let rendered =
+                    tokio::task::spawn_blocking(move || qr::render_data_url(&owned, &settings))
+                        .await
+                        .map_err(|e| format!("render stopped: {e}"))
+                        .and_then(|r| r.map(|(url, _)| url).map_err(|e| e.to_string()));
+                if let (Ok(url), true) = (&rendered, store) {
+                    if let Err(error) = self.cache.store(&[(key.to_owned(), url.clone())]).await {
+                        tracing::warn!(error = %error, "rendered image not cached");
+                    }
+                }
+                rendered
+            })
+            .await
+            .clone();
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            if in_flight
+                .get(key)
+                .is_some_and(|current| Arc::ptr_eq(current, &flight))
+            {
+                in_flight.remove(key);
+            }
+        }
+        result.map_err(Error::Failed)
+    }
+
+    /// The API's own read counts.
+    pub async fn api_counts(&self) -> Result<(u64, u64), Error> {
+        let mut connection = self.cache.connection();
+        let (hits, misses): (Option<u64>, Option<u64>) = redis::cmd("MGET")
+            .arg(counter_key(&self.cache, "hits"))
+            .arg(counter_key(&self.cache, "misses"))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| Error::redis("reading the API's counters", e))?;
+        Ok((hits.unwrap_or(0), misses.unwrap_or(0)))
+    }
+}
+
+/// What `GET /cache/stats` shows an operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStats {
+    pub cached_qr_images: u64,
+    pub redis_used_memory_bytes: u64,
+    pub redis_used_memory_human: String,
+    /// Hits / (hits + misses) of every reader of this Redis, the app included.
+    pub server_hit_rate: Option<f64>,
+    pub server_hits: u64,
+    pub server_misses: u64,
+    /// This API's own reads of QR images.
+    pub api_hits: u64,
+    pub api_misses: u64,
+    pub api_hit_rate: Option<f64>,
+}
+
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+        })
+        .map(str::trim)
+}
+
+fn rate(hits: u64, misses: u64) -> Option<f64> {
+    let total = hits + misses;
+    (total > 0).then(|| hits as f64 / total as f64)
+}
+
+pub async fn cache_stats(reader: &QrReader) -> Result<CacheStats, Error> {
+    let cached = reader.cache.count_entries().await?;
+    let mut connection = reader.cache.connection();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .arg("stats")
+        .query_async(&mut connection)
+        .await
+        .map_err(|e| Error::redis("reading INFO", e))?;
+    let number = |name: &str| {
+        info_field(&info, name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (server_hits, server_misses) = (number("keyspace_hits"), number("keyspace_misses"));
+    let (api_hits, api_misses) = reader.api_counts().await?;
+    Ok(CacheStats {
+        cached_qr_images: cached,
+        redis_used_memory_bytes: number("used_memory"),
+        redis_used_memory_human: info_field(&info, "used_memory_human")
+            .unwrap_or("")
+            .to_owned(),
+        server_hit_rate: rate(server_hits, server_misses),
+        server_hits,
+        server_misses,
+        api_hits,
+        api_misses,
+        api_hit_rate: rate(api_hits, api_misses),
+    })
+}
+
+/// Postgres and Redis both answer within a second.
+pub async fn healthy(reader: &QrReader) -> bool {
+    let timeout = std::time::Duration::from_secs(1);
+    let postgres = async {
+        match tokio::time::timeout(timeout, reader.db.client()).await {
+            Ok(Ok(client)) => matches!(
+                tokio::time::timeout(timeout, client.simple_query("SELECT 1")).await,
+                Ok(Ok(_))
+            ),
+            _ => false,
+        }
+    };
+    let redis = async {
+        matches!(
+            tokio::time::timeout(timeout, reader.cache.ping()).await,
+            Ok(Ok(()))
+        )
+    };
+    let (postgres, redis) = tokio::join!(postgres, redis);
+    postgres && redis
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_fields_are_read_by_name() {
+        let info = "# Memory\r\nused_memory:1024\r\nused_memory_human:1.00K\r\n# Stats\r\nkeyspace_hits:9\r\nkeyspace_misses:1\r\n";
+        assert_eq!(info_field(info, "used_memory"), Some("1024"));
+        assert_eq!(info_field(info, "used_memory_human"), Some("1.00K"));
+        assert_eq!(info_field(info, "keyspace_hits"), Some("9"));
+        assert_eq!(rate(9, 1), Some(0.9));
+        assert_eq!(rate(0, 0), None);
+    }
+}
