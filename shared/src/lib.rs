@@ -1,5 +1,6 @@
 //! The shared library of the QR functions: each function's `main.rs` wires these to one event.
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod db;

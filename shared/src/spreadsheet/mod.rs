@@ -17,6 +17,7 @@ mod cells;
 mod guard;
 mod headers;
 mod read;
+pub mod template;
 mod validate;
 
 use chrono::NaiveDate;
