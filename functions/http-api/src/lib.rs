@@ -1,0 +1,121 @@
+//! The HTTP API (API Gateway HTTP API, lambda_http): QR images read through the cache, the
+//! admin's side of imports, cache statistics and health. Every route but `/health` needs the
+//! app's own session token.
+
+mod respond;
+mod routes;
+
+use lambda_http::http::{header, Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use shared::auth::{self, Principal};
+use shared::config::Config;
+use shared::qr_reads::QrReader;
+use shared::storage::Storage;
+
+pub use respond::ApiError;
+
+/// Largest request body accepted; the API's bodies are small JSON documents.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Clients made once at cold start and reused by every request.
+pub struct Api {
+    pub config: Config,
+    pub reader: QrReader,
+    pub storage: Storage,
+}
+
+/// Serves one request. Never fails: every error is a JSON response with its status.
+pub async fn handle(api: &Api, request: Request) -> Response<Body> {
+    let method = request.method().clone();
+    let path = request.uri().path().trim_end_matches('/').to_owned();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let result = route(api, &request, &method, &segments).await;
+    let response = result.unwrap_or_else(ApiError::into_response);
+    tracing::info!(method = %method, path = %path, status = response.status().as_u16(), "request");
+    response
+}
+
+/// The methods a path answers, or `None` for an unknown path.
+fn allowed(segments: &[&str]) -> Option<&'static [Method]> {
+    match segments {
+        ["health"] | ["cache", "stats"] | ["qr", _, _] | ["imports", "template", _] => {
+            Some(&[Method::GET])
+        }
+        ["imports"] | ["imports", "validate"] => Some(&[Method::POST]),
+        ["imports", _] => Some(&[Method::GET]),
+        _ => None,
+    }
+}
+
+async fn route(
+    api: &Api,
+    request: &Request,
+    method: &Method,
+    segments: &[&str],
+) -> Result<Response<Body>, ApiError> {
+    let Some(methods) = allowed(segments) else {
+        return Err(ApiError::not_found("no such route"));
+    };
+    if !methods.contains(method) {
+        let mut response = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("use {}", methods[0]),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::ALLOW,
+            header::HeaderValue::from_static(methods[0].as_str()),
+        );
+        return Ok(response);
+    }
+    if body_len(request) > MAX_BODY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("bodies are limited to {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    if segments == ["health"] {
+        return Ok(routes::health(api).await);
+    }
+    let principal = authenticate(api, request)?;
+    match segments {
+        ["cache", "stats"] => routes::cache_stats(api, &principal).await,
+        ["qr", kind, id] => routes::qr(api, request, &principal, kind, id).await,
+        ["imports", "template", kind] => routes::template(api, &principal, kind).await,
+        ["imports", "validate"] => routes::validate(api, request, &principal).await,
+        ["imports"] => routes::create_import(api, request, &principal).await,
+        ["imports", id] => routes::import_status(api, &principal, id).await,
+        _ => Err(ApiError::not_found("no such route")),
+    }
+}
+
+fn body_len(request: &Request) -> usize {
+    match request.body() {
+        Body::Empty => 0,
+        Body::Text(text) => text.len(),
+        Body::Binary(bytes) => bytes.len(),
+        _ => 0,
+    }
+}
+
+/// The caller, from the Bearer header or the app's `token` cookie. The reason a token is
+/// refused is logged, never echoed.
+fn authenticate(api: &Api, request: &Request) -> Result<Principal, ApiError> {
+    let header_value =
+        |name: header::HeaderName| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let token = auth::token_from_headers(
+        header_value(header::AUTHORIZATION),
+        header_value(header::COOKIE),
+    )
+    .ok_or_else(|| {
+        tracing::info!(reason = "no token", "unauthenticated request");
+        ApiError::unauthorized()
+    })?;
+    let secret = api.config.jwt_secret().map_err(ApiError::internal)?;
+    auth::verify(token, secret).map_err(|error| {
+        tracing::info!(reason = %error, "token refused");
+        ApiError::unauthorized()
+    })
+}

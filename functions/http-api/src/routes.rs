@@ -1,0 +1,400 @@
+//! One function per route. Each checks who may call it, then asks the shared crate.
+
+use std::time::Duration;
+
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use shared::auth::{Principal, Role};
+use shared::db::Kind;
+use shared::import::{claim, event, Importer};
+use shared::qr_reads::{self, ReadError, Source};
+use shared::spreadsheet::Format;
+use shared::telemetry::Metrics;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use crate::respond::{self, ApiError};
+use crate::Api;
+
+/// How long a presigned upload or report URL works.
+const PRESIGNED_FOR: Duration = Duration::from_secs(15 * 60);
+
+fn require_admin(principal: &Principal) -> Result<(), ApiError> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        tracing::info!(role = ?principal.role, "admin route refused");
+        Err(ApiError::forbidden())
+    }
+}
+
+fn parse_kind(text: &str) -> Result<Kind, ApiError> {
+    match text {
+        "students" => Ok(Kind::Students),
+        "stalls" => Ok(Kind::Stalls),
+        _ => Err(ApiError::bad_request(format!(
+            "`{text}` is not a kind: use students or stalls"
+        ))),
+    }
+}
+
+fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::bad_request("the id is not a valid UUID"))
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(request: &Request) -> Result<T, ApiError> {
+    let text = match request.body() {
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes.as_slice(),
+        _ => b"",
+    };
+    if text.is_empty() {
+        return Err(ApiError::bad_request("a JSON body is required"));
+    }
+    serde_json::from_slice(text)
+        .map_err(|e| ApiError::bad_request(format!("the JSON body is not valid: {e}")))
+}
+
+pub async fn health(api: &Api) -> Response<Body> {
+    if qr_reads::healthy(&api.reader).await {
+        respond::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+    } else {
+        respond::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "unavailable" }),
+        )
+    }
+}
+
+pub async fn cache_stats(api: &Api, principal: &Principal) -> Result<Response<Body>, ApiError> {
+    require_admin(principal)?;
+    let stats = qr_reads::cache_stats(&api.reader).await.map_err(|error| {
+        tracing::warn!(error = %error, "cache statistics unavailable");
+        ApiError::unavailable()
+    })?;
+    Ok(respond::json(StatusCode::OK, &stats))
+}
+
+pub async fn qr(
+    api: &Api,
+    request: &Request,
+    principal: &Principal,
+    kind: &str,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let kind = parse_kind(kind)?;
+    let id = parse_id(id)?;
+    let own =
+        principal.role == Role::Student && kind == Kind::Students && principal.id == id.to_string();
+    if !principal.is_admin() && !own {
+        tracing::info!(role = ?principal.role, "QR of another record refused");
+        return Err(ApiError::forbidden());
+    }
+    let image = api
+        .reader
+        .image(kind, id)
+        .await
+        .map_err(|error| match error {
+            ReadError::NotFound(_) => ApiError::not_found(format!(
+                "no {} with this id has a QR code",
+                kind.title().to_lowercase()
+            )),
+            ReadError::DatabaseUnavailable(error) => {
+                tracing::warn!(error = %error, "Postgres unavailable for a QR read");
+                ApiError::unavailable()
+            }
+            ReadError::Other(error) => ApiError::internal(error),
+        })?;
+    Metrics::new("http-api")
+        .count("CacheHits", u64::from(image.source == Source::Hit))
+        .count("CacheMisses", u64::from(image.source == Source::Miss))
+        .count(
+            "CacheUnavailable",
+            u64::from(image.source == Source::Bypass),
+        )
+        .emit();
+
+    let digest = Sha256::digest(image.data_url.as_bytes());
+    let etag = format!("\"{}\"", hex::encode(&digest[..8]));
+    let matches = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let wants_json = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let mut response = if matches {
+        let mut response = Response::new(Body::Empty);
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else if wants_json {
+        respond::json(
+            StatusCode::OK,
+            &serde_json::json!({ "qr_image": image.data_url }),
+        )
+    } else {
+        respond::bytes(
+            StatusCode::OK,
+            "image/png",
+            image.png().map_err(ApiError::internal)?,
+        )
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=300"),
+    );
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Authorization, Cookie"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert("x-cache", HeaderValue::from_static(image.source.as_str()));
+    Ok(response)
+}
+
+pub async fn template(
+    api: &Api,
+    principal: &Principal,
+    kind: &str,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(principal)?;
+    let kind = parse_kind(kind)?;
+    let client = api.reader.db().client().await.map_err(|error| {
+        tracing::warn!(error = %error, "Postgres unavailable for the template");
+        ApiError::unavailable()
+    })?;
+    let schools: Vec<(Uuid, String)> = client
+        .query_typed(
+            "SELECT id, school_name FROM schools ORDER BY school_name",
+            &[],
+        )
+        .await
+        .map_err(ApiError::internal)?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let bytes =
+        shared::spreadsheet::template::template_xlsx(kind, &schools).map_err(ApiError::internal)?;
+    let mut response = respond::bytes(
+        StatusCode::OK,
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        bytes,
+    );
+    let disposition = format!("attachment; filename=\"{}-template.xlsx\"", kind.table());
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewImport {
+    kind: String,
+    filename: String,
+    /// Bytes the admin will upload; bound into the signature.
+    size: u64,
+}
+
+/// A file name safe in a key: its last path part, letters, digits, `.`, `-`, `_` only.
+pub fn sanitize_file_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let mut clean: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while clean.contains("--") {
+        clean = clean.replace("--", "-");
+    }
+    let clean = clean.replace("-.", ".");
+    let clean = clean.trim_matches(|c| c == '.' || c == '-').to_owned();
+    let clean: String = clean
+        .chars()
+        .rev()
+        .take(100)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if clean.is_empty() {
+        "upload".into()
+    } else {
+        clean
+    }
+}
+
+fn content_type(format: Format) -> &'static str {
+    match format {
+        Format::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        Format::Xlsm => "application/vnd.ms-excel.sheet.macroEnabled.12",
+        Format::Xlsb => "application/vnd.ms-excel.sheet.binary.macroEnabled.12",
+        Format::Xls => "application/vnd.ms-excel",
+        Format::Ods => "application/vnd.oasis.opendocument.spreadsheet",
+        Format::Csv => "text/csv",
+    }
+}
+
+pub async fn create_import(
+    api: &Api,
+    request: &Request,
+    principal: &Principal,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(principal)?;
+    let body: NewImport = json_body(request)?;
+    let kind = parse_kind(&body.kind)?;
+    let name = sanitize_file_name(&body.filename);
+    let format = Format::from_file_name(&name).ok_or_else(|| {
+        ApiError::bad_request("the file must be .xlsx, .xlsm, .xlsb, .xls, .ods or .csv")
+    })?;
+    let max = api.config.import.limits.max_bytes;
+    if body.size == 0 || body.size > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file_too_large",
+            format!("files are limited to {max} bytes"),
+        ));
+    }
+    let bucket = api.config.import_bucket().map_err(ApiError::internal)?;
+    let id = Uuid::new_v4();
+    let key = format!("{}{id}/{name}", event::upload_prefix(kind));
+    let client = api.reader.db().client().await.map_err(|error| {
+        tracing::warn!(error = %error, "Postgres unavailable for a new import");
+        ApiError::unavailable()
+    })?;
+    let kind_name = kind.table();
+    client
+        .query_typed(
+            "INSERT INTO imports (id, kind, bucket, object_key, status) VALUES ($1, $2, $3, $4, 'awaiting_upload')",
+            &[(&id, Type::UUID), (&kind_name, Type::TEXT), (&bucket, Type::TEXT), (&key, Type::TEXT)],
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    let content_type = content_type(format);
+    let url = api
+        .storage
+        .presign_put(bucket, &key, content_type, body.size as i64, PRESIGNED_FOR)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(respond::json(
+        StatusCode::CREATED,
+        &serde_json::json!({
+            "import_id": id,
+            "key": key,
+            "upload": {
+                "method": "PUT",
+                "url": url,
+                "headers": { "Content-Type": content_type, "Content-Length": body.size.to_string() },
+                "expires_in_seconds": PRESIGNED_FOR.as_secs(),
+            },
+        }),
+    ))
+}
+
+pub async fn import_status(
+    api: &Api,
+    principal: &Principal,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(principal)?;
+    let id = parse_id(id)?;
+    let client = api.reader.db().client().await.map_err(|error| {
+        tracing::warn!(error = %error, "Postgres unavailable for an import status");
+        ApiError::unavailable()
+    })?;
+    let record = claim::find(&client, id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("no import with this id"))?;
+    let report_url = match &record.report_key {
+        Some(key) => Some(
+            api.storage
+                .presign_get(&record.bucket, key, PRESIGNED_FOR)
+                .await
+                .map_err(ApiError::internal)?,
+        ),
+        None => None,
+    };
+    let mut body = serde_json::to_value(&record).map_err(ApiError::internal)?;
+    body["report_url"] = serde_json::json!(report_url);
+    Ok(respond::json(StatusCode::OK, &body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Validate {
+    key: Option<String>,
+    import_id: Option<Uuid>,
+}
+
+pub async fn validate(
+    api: &Api,
+    request: &Request,
+    principal: &Principal,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(principal)?;
+    let body: Validate = json_body(request)?;
+    let bucket = api.config.import_bucket().map_err(ApiError::internal)?;
+    let unavailable = |error: shared::error::Error| {
+        tracing::warn!(error = %error, "a service is unavailable for a dry run");
+        ApiError::unavailable()
+    };
+    let key = match (body.key, body.import_id) {
+        (Some(key), None) => key,
+        (None, Some(id)) => {
+            let client = api.reader.db().client().await.map_err(unavailable)?;
+            claim::find(&client, id)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::not_found("no import with this id"))?
+                .object_key
+        }
+        _ => return Err(ApiError::bad_request("give either `key` or `import_id`")),
+    };
+    if event::classify(&key).is_err() {
+        return Err(ApiError::bad_request(
+            "the key must be a spreadsheet under imports/students/ or imports/stalls/",
+        ));
+    }
+    let importer = Importer {
+        db: api.reader.db(),
+        cache: api.reader.cache(),
+        storage: &api.storage,
+        config: &api.config,
+    };
+    let dry = importer.dry_run(bucket, &key).await.map_err(unavailable)?;
+    Ok(respond::json(StatusCode::OK, &dry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_made_safe_for_keys() {
+        assert_eq!(
+            sanitize_file_name("Batch 2024 (CSE).xlsx"),
+            "Batch-2024-CSE.xlsx"
+        );
+        assert_eq!(sanitize_file_name("../../etc/passwd.csv"), "passwd.csv");
+        assert_eq!(sanitize_file_name("C:\\Users\\me\\list.ods"), "list.ods");
+        assert_eq!(sanitize_file_name("...."), "upload");
+        assert!(sanitize_file_name(&format!("{}.xlsx", "a".repeat(300))).ends_with(".xlsx"));
+        assert!(sanitize_file_name(&format!("{}.xlsx", "a".repeat(300))).len() <= 100);
+    }
+}

@@ -1,0 +1,7 @@
+//! The HTTP API through its handler, fed API Gateway HTTP API (v2) events, against real
+//! Postgres, Redis and the S3-compatible server.
+
+mod access;
+mod imports;
+mod qr;
+mod support;

@@ -1,0 +1,186 @@
+//! QR images: read through the cache with TTL renewal, rendered once on a miss, served as PNG
+//! or as the app's JSON, with ETags; Redis down still serves, Postgres down is a 503.
+
+use redis::AsyncCommands;
+use shared::db::{Database, DatabaseSettings};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn admins_get_the_png_first_rendered_then_from_the_cache() {
+    let world = World::new().await;
+    let (id, token) = world.student(1).await;
+    let path = format!("/qr/students/{id}");
+    let first = world.get(&path, &admin()).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(header(&first, "content-type"), Some("image/png"));
+    assert_eq!(header(&first, "x-cache"), Some("miss"));
+    assert_eq!(
+        header(&first, "cache-control"),
+        Some("private, max-age=300")
+    );
+    assert_eq!(end_to_end::decode_png(&body_bytes(&first)), token);
+
+    let cache = world.api.reader.cache();
+    let key = cache.settings().key(&token);
+    let mut redis = cache.connection();
+    let _: () = redis.expire(&key, 10).await.unwrap();
+    let second = world.get(&path, &admin()).await;
+    assert_eq!(header(&second, "x-cache"), Some("hit"));
+    assert_eq!(body_bytes(&second), body_bytes(&first));
+    let ttl: i64 = redis.ttl(&key).await.unwrap();
+    assert!(ttl > 3500, "TTL renewed on read, got {ttl}");
+
+    let etag = header(&second, "etag").unwrap().to_string();
+    let not_modified = world
+        .call(
+            "GET",
+            &path,
+            &[
+                ("authorization", &format!("Bearer {}", admin())),
+                ("if-none-match", &etag),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(not_modified.status(), 304);
+
+    let json = world
+        .call(
+            "GET",
+            &path,
+            &[
+                ("authorization", &format!("Bearer {}", admin())),
+                ("accept", "application/json"),
+            ],
+            None,
+        )
+        .await;
+    let data_url = body_json(&json)["qr_image"].as_str().unwrap().to_string();
+    assert_eq!(end_to_end::decode_data_url(&data_url), token);
+
+    let (stall_id, stall_token) = {
+        let row = world
+            .db
+            .client()
+            .await
+            .query_one("SELECT id::text, qr_code_token FROM stalls LIMIT 1", &[])
+            .await
+            .unwrap();
+        (row.get::<_, String>(0), row.get::<_, String>(1))
+    };
+    let stall = world.get(&format!("/qr/stalls/{stall_id}"), &admin()).await;
+    assert_eq!(end_to_end::decode_png(&body_bytes(&stall)), stall_token);
+}
+
+#[tokio::test]
+async fn a_student_reads_only_their_own_qr() {
+    let world = World::new().await;
+    let (own, token) = world.student(2).await;
+    let (other, _) = world.student(3).await;
+    let student = session(&own, "STUDENT");
+    let response = world.get(&format!("/qr/students/{own}"), &student).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(end_to_end::decode_png(&body_bytes(&response)), token);
+    assert_eq!(
+        world
+            .get(&format!("/qr/students/{other}"), &student)
+            .await
+            .status(),
+        403
+    );
+    let stall_id: String = world
+        .db
+        .client()
+        .await
+        .query_one("SELECT id::text FROM stalls LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        world
+            .get(&format!("/qr/stalls/{stall_id}"), &student)
+            .await
+            .status(),
+        403
+    );
+}
+
+#[tokio::test]
+async fn unknown_ids_and_rows_without_tokens_are_404() {
+    let world = World::new().await;
+    let response = world
+        .get(
+            "/qr/students/00000000-0000-4000-8000-000000000000",
+            &admin(),
+        )
+        .await;
+    assert_eq!(response.status(), 404);
+    let (id, _) = world.student(4).await;
+    world
+        .db
+        .client()
+        .await
+        .execute(
+            "UPDATE students SET qr_code_token = NULL WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        world
+            .get(&format!("/qr/students/{id}"), &admin())
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn concurrent_misses_of_one_image_render_it_once() {
+    let world = World::new().await;
+    let (_, token) = world.student(0).await;
+    let reader = &world.api.reader;
+    let reads = (0..16).map(|_| reader.image_of_token(&token));
+    let images = futures_util::future::join_all(reads).await;
+    assert!(images
+        .iter()
+        .all(|image| image.as_ref().unwrap().data_url == images[0].as_ref().unwrap().data_url));
+    assert_eq!(
+        reader.renders(),
+        1,
+        "one render for sixteen concurrent misses"
+    );
+}
+
+#[tokio::test]
+async fn redis_down_still_serves_by_rendering_and_says_so() {
+    let mut world = World::new().await;
+    let (id, token) = world.student(0).await;
+    world.with(
+        None,
+        Some(end_to_end::test_cache_at("redis://127.0.0.1:1", 60)),
+    );
+    let response = world.get(&format!("/qr/students/{id}"), &admin()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-cache"), Some("bypass"));
+    assert_eq!(end_to_end::decode_png(&body_bytes(&response)), token);
+}
+
+#[tokio::test]
+async fn postgres_down_is_a_503_without_details() {
+    let mut world = World::new().await;
+    let (id, _) = world.student(0).await;
+    let dead = Database::new(
+        DatabaseSettings::parse(
+            "postgres://postgres@127.0.0.1:1/gone?sslmode=disable&connect_timeout=1",
+        )
+        .unwrap(),
+    );
+    world.with(Some(dead), None);
+    let response = world.get(&format!("/qr/students/{id}"), &admin()).await;
+    assert_eq!(response.status(), 503);
+    let body = body_json(&response);
+    assert_eq!(body["error"], "unavailable");
+    assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+}
