@@ -46,3 +46,10 @@ if ! curl -fsS -o /dev/null http://127.0.0.1:4566/moto-api/ 2>/dev/null; then
   nohup python3 -m moto.server -H 127.0.0.1 -p 4566 >/tmp/moto-server.log 2>&1 &
   for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:4566/moto-api/ 2>/dev/null && break; sleep 0.2; done
 fi
+
+# An S3 server that checks signatures, for the presigned-upload tests: s3s-fs from crates.io.
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  echo "installing s3s-fs (a few minutes, once)"
+  CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/qr-functions-target}/s3s-fs" \
+    cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary
+fi

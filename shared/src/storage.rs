@@ -88,7 +88,12 @@ impl Storage {
             .send()
             .await
             .map_err(|error| {
-                if error.as_service_error().is_some_and(|e| e.is_no_such_key()) {
+                // Without s3:ListBucket (least privilege), S3 answers a missing key with 403.
+                let missing = error.as_service_error().is_some_and(|e| e.is_no_such_key())
+                    || error
+                        .raw_response()
+                        .is_some_and(|r| r.status().as_u16() == 403);
+                if missing {
                     StorageError::NotFound {
                         bucket: bucket.into(),
                         key: key.into(),

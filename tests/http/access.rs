@@ -201,3 +201,34 @@ async fn cache_stats_count_images_and_the_apis_own_reads() {
     assert!(stats["redis_used_memory_bytes"].as_u64().unwrap() > 0);
     assert!(stats["server_hits"].as_u64().is_some());
 }
+
+/// The sample events in `events/` answer as their names say, with a real token put in.
+#[tokio::test]
+async fn every_sample_api_event_gets_its_answer() {
+    let world = World::new().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let token = admin();
+    for (file, status) in [
+        ("api-health.json", 200),
+        ("api-cache-stats.json", 200),
+        ("api-qr-student.json", 404),
+        ("api-qr-json.json", 404),
+        ("api-create-import.json", 201),
+        ("api-validate-import.json", 200),
+        ("api-import-status.json", 404),
+        ("api-template.json", 200),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .replace("REPLACE_WITH_SESSION_TOKEN", &token);
+        let request =
+            lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let response = http_api::handle(&world.api, request).await;
+        assert_eq!(
+            response.status(),
+            status,
+            "{file}: {:?}",
+            String::from_utf8_lossy(&body_bytes(&response))
+        );
+    }
+}

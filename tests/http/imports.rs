@@ -129,6 +129,63 @@ async fn a_presigned_upload_becomes_an_import_whose_status_and_report_the_admin_
 }
 
 #[tokio::test]
+async fn a_presigned_url_takes_exactly_its_file_and_nothing_else() {
+    let mut world = World::new().await;
+    // An S3 that checks signatures, as AWS does, behind the API.
+    let s3 = end_to_end::SigningS3::start();
+    s3.client
+        .create_bucket()
+        .bucket(&world.bucket)
+        .send()
+        .await
+        .unwrap();
+    world.api.storage = shared::storage::Storage::with_client(s3.client.clone());
+    let token = admin();
+    let request =
+        serde_json::json!({"kind": "stalls", "filename": "stalls.csv", "size": 10}).to_string();
+    let created = body_json(&world.post("/imports", &token, &request).await);
+    let url = created["upload"]["url"].as_str().unwrap().to_string();
+    let key = created["key"].as_str().unwrap().to_string();
+
+    assert_ne!(
+        put(&url, "text/csv", &[b'a'; 5000]),
+        200,
+        "a bigger body is refused"
+    );
+    assert_ne!(
+        put(
+            &url.replace("stalls.csv", "other.csv"),
+            "text/csv",
+            &[b'a'; 10]
+        ),
+        200,
+        "another key is refused"
+    );
+    assert_ne!(
+        put(&url, "application/pdf", &[b'a'; 10]),
+        200,
+        "another content type is refused"
+    );
+    assert!(
+        end_to_end::download(&s3.client, &world.bucket, &key)
+            .await
+            .is_none(),
+        "nothing was stored"
+    );
+    assert_eq!(
+        put(&url, "text/csv", &[b'a'; 10]),
+        200,
+        "the file it was made for is taken"
+    );
+    assert_eq!(
+        end_to_end::download(&s3.client, &world.bucket, &key)
+            .await
+            .unwrap(),
+        vec![b'a'; 10]
+    );
+}
+
+#[tokio::test]
 async fn bad_import_requests_are_400_or_413() {
     let world = World::new().await;
     let token = admin();

@@ -355,3 +355,71 @@ impl Drop for PgBouncer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An S3 server of the test's own that checks signatures, presigned URLs included (s3s-fs from
+/// crates.io; moto does not check them). Files live in a temporary folder.
+pub struct SigningS3 {
+    pub client: aws_sdk_s3::Client,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl SigningS3 {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("qr-s3s-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = std::process::Command::new("s3s-fs")
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                "signing-key",
+                "--secret-key",
+                "signing-secret",
+            ])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("s3s-fs on PATH (scripts/services.sh installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            "signing-key",
+            "signing-secret",
+            None,
+            None,
+            "tests",
+        );
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(credentials)
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .force_path_style(true)
+            .build();
+        SigningS3 {
+            client: aws_sdk_s3::Client::from_conf(config),
+            dir,
+            child,
+        }
+    }
+}
+
+impl Drop for SigningS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -3,6 +3,7 @@
 //!   bench warm [--students N] [--stalls N]   the warmer end to end (default 25000 + 200)
 //!   bench render [--count N]                  QR encoders and PNG settings, per core
 //!   bench import [--rows N]                   a students .xlsx imported end to end (default 100000)
+//!   bench http [--requests N]                 the API handler in-process: QR hits and misses (default 10000)
 //!
 //! `warm` seeds a fresh database, runs the release `warm-qr-cache` binary beside this one (cold,
 //! then unchanged) and reads its JSON summary, peak RSS and what it left in Redis. Services:
@@ -18,6 +19,7 @@ use shared::db::DatabaseSettings;
 use shared::qr::{self, ModuleGrid, QrSettings};
 use tools::seed::{self, DemoSize};
 
+mod http;
 mod import;
 
 type Failure = Box<dyn std::error::Error>;
@@ -41,9 +43,10 @@ async fn main() -> ExitCode {
         Some("warm") => warm(&args).await,
         Some("render") => render(&args),
         Some("import") => import::run(&args).await,
+        Some("http") => http::run(&args).await,
         Some("import-child") => import::child(&args).await,
         _ => {
-            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N]");
+            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N] | bench http [--requests N]");
             return ExitCode::from(2);
         }
     };
