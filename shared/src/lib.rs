@@ -10,6 +10,7 @@ pub mod migrations;
 pub mod qr;
 pub mod qr_reads;
 pub mod spreadsheet;
+pub mod startup;
 pub mod storage;
 pub mod telemetry;
 pub mod token;

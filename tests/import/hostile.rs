@@ -118,3 +118,18 @@ async fn a_malformed_event_is_an_error_not_a_crash() {
         "{outcomes:?}"
     );
 }
+
+#[tokio::test]
+async fn a_file_that_takes_longer_than_the_time_limit_is_refused() {
+    let mut world = World::new().await;
+    world.clients.config.import.time_limit = std::time::Duration::ZERO;
+    let body = template_xlsx(&STUDENT_HEADERS, &[]);
+    let report = imported(
+        world
+            .upload_and_import("imports/students/slow.xlsx", body)
+            .await,
+    );
+    assert_eq!(report.status, "failed");
+    assert!(report.error.unwrap().contains("took longer than 0 s"));
+    assert_eq!(world.count("SELECT count(*) FROM students").await, 0);
+}

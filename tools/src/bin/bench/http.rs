@@ -89,18 +89,7 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
         }
         // Leave Redis as found.
         let mut connection = cache.connection();
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query_async(&mut connection).await?;
-            if !keys.is_empty() {
-                let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut connection).await?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        tools::cleanup::unlink_matching(&mut connection, &format!("{prefix}*")).await?;
         println!("machine: {}", machine());
         println!("{requests} GET /qr/students/{{id}} requests per pass, in-process handler (auth, Postgres token lookup, Redis, PNG)");
         for (pass, p50, p99, total) in results {

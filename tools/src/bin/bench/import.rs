@@ -248,27 +248,7 @@ pub async fn child(args: &[String]) -> Result<(), Failure> {
     // Leave Redis as found.
     let mut connection = cache.connection();
     let pattern = cache.settings().scan_pattern();
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut connection)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut connection)
-                .await?;
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    tools::cleanup::unlink_matching(&mut connection, &pattern).await?;
     println!("{}", serde_json::to_string(&report.trimmed())?);
     Ok(())
 }

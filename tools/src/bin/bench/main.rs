@@ -224,26 +224,7 @@ async fn warm_in(
         cursor = next;
     }
     // Leave Redis as found: remove this run's keys.
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut redis)
-                .await?;
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    tools::cleanup::unlink_matching(&mut redis, &format!("{prefix}*")).await?;
 
     let stages = &cold["stages"];
     println!("machine: {}", machine());
