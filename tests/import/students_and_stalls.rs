@@ -393,3 +393,37 @@ async fn the_apps_own_template_with_instructions_first_imports() {
         "{report:?}"
     );
 }
+
+#[tokio::test]
+async fn the_legacy_password_setting_gives_new_students_the_apps_old_password() {
+    let mut world = World::new().await;
+    world.clients.config.import.password = shared::import::PasswordPolicy::LegacyDateOfBirthPincode;
+    let rows = vec![student(
+        "2021001",
+        Empty,
+        "Asha Rao",
+        "School of Civil Engineering",
+    )];
+    let report = imported(
+        world
+            .upload_and_import(
+                "imports/students/legacy.xlsx",
+                template_xlsx(&STUDENT_HEADERS, &rows),
+            )
+            .await,
+    );
+    assert_eq!(report.counts.inserted, 1);
+    let hash: String = world
+        .db
+        .client()
+        .await
+        .query_one("SELECT password_hash FROM students", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(hash.starts_with("$2b$12$"), "bcrypt cost 12: {hash}");
+    assert!(
+        bcrypt::verify("20040309110001", &hash).unwrap(),
+        "YYYYMMDD of the birth date, then the pincode"
+    );
+}

@@ -146,6 +146,22 @@ impl ImportReport {
         }
     }
 
+    /// The import's figures as CloudWatch metrics: rows by outcome, failures, duration.
+    pub fn metrics(&self) -> crate::telemetry::Metrics {
+        let t = &self.timings;
+        crate::telemetry::Metrics::new("import-spreadsheet")
+            .count("ImportRowsInserted", self.counts.inserted.max(0) as u64)
+            .count("ImportRowsUpdated", self.counts.updated.max(0) as u64)
+            .count("ImportRowsUnchanged", self.counts.unchanged.max(0) as u64)
+            .count("ImportRowsRejected", self.counts.rejected.max(0) as u64)
+            .count("ImportFailed", u64::from(self.status == "failed"))
+            .count("QrCached", self.qr_cached)
+            .milliseconds(
+                "ImportDuration",
+                t.download_ms + t.parse_ms + t.load_ms + t.report_ms + t.cache_ms,
+            )
+    }
+
     /// The response form: at most the first rejected rows.
     pub fn trimmed(mut self) -> Self {
         self.rejected.truncate(REJECTED_LISTED);
@@ -240,8 +256,14 @@ impl Importer<'_> {
         };
         tracing::info!(import_id = %id, key = %target.key, kind = %target.kind, "importing");
         match self.run(id, target, &client).await {
-            Ok(report) => Ok(report),
+            Ok(report) => {
+                report.metrics().emit();
+                Ok(report)
+            }
             Err(error) => {
+                crate::telemetry::Metrics::new("import-spreadsheet")
+                    .count("ImportErrors", 1)
+                    .emit();
                 // Not the file's fault: let Lambda's retry take the claim over at once.
                 if let Err(release_error) = claim::release(&client, id).await {
                     tracing::error!(error = %release_error, "could not release the import claim");
@@ -538,5 +560,57 @@ impl Importer<'_> {
             }
         }
         cached
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_import_reports_its_rows_by_outcome_as_metrics() {
+        let target = ImportTarget {
+            bucket: "b".into(),
+            key: "imports/students/a.csv".into(),
+            version: "v".into(),
+            version_id: None,
+            kind: Kind::Students,
+            format: spreadsheet::Format::Csv,
+        };
+        let mut report = ImportReport::new(Uuid::nil(), &target);
+        report.status = "partially_succeeded".into();
+        report.counts = Counts {
+            rows: 10,
+            inserted: 5,
+            updated: 2,
+            unchanged: 1,
+            rejected: 2,
+        };
+        report.timings.parse_ms = 12.0;
+        let line: serde_json::Value = serde_json::from_str(&report.metrics().to_emf(0)).unwrap();
+        assert_eq!(line["Function"], "import-spreadsheet");
+        assert_eq!(
+            (
+                line["ImportRowsInserted"].as_f64(),
+                line["ImportRowsUpdated"].as_f64(),
+                line["ImportRowsRejected"].as_f64()
+            ),
+            (Some(5.0), Some(2.0), Some(2.0))
+        );
+        assert_eq!(line["ImportFailed"], 0.0);
+        assert_eq!(line["ImportDuration"], 12.0);
+    }
+
+    #[test]
+    fn password_modes_parse_and_others_are_refused() {
+        assert_eq!(
+            "legacy".parse::<PasswordPolicy>(),
+            Ok(PasswordPolicy::LegacyDateOfBirthPincode)
+        );
+        assert_eq!(
+            "RESET".parse::<PasswordPolicy>(),
+            Ok(PasswordPolicy::ResetRequired)
+        );
+        assert!("plaintext".parse::<PasswordPolicy>().is_err());
     }
 }
