@@ -1,7 +1,6 @@
 //! Good and bad rows of real sheets: what lands, what is refused, what is cached.
 
-use end_to_end::{decode_data_url, download, JWT_SECRET};
-use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use end_to_end::{decode_data_url, download};
 use redis::AsyncCommands;
 
 use crate::fixtures::*;
@@ -126,16 +125,7 @@ async fn a_students_template_with_good_and_bad_rows_partially_succeeds() {
     let token: String = row.get(8);
 
     // The token is what the app's scanner verifies: HS256 with the app's secret, claims n, t, r, iat.
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    let claims = decode::<serde_json::Value>(
-        &token,
-        &DecodingKey::from_secret(JWT_SECRET.as_bytes()),
-        &validation,
-    )
-    .unwrap()
-    .claims;
+    let claims = end_to_end::qr_token_claims(&token);
     assert_eq!(claims["t"], "S");
     assert_eq!(claims["r"], "2021001");
     assert_eq!(claims["n"].as_str().unwrap().len(), 4);
@@ -288,16 +278,7 @@ async fn a_stalls_csv_with_a_bom_is_imported_with_signed_tokens() {
         .await
         .unwrap();
     let token: String = row.get(0);
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    let claims = decode::<serde_json::Value>(
-        &token,
-        &DecodingKey::from_secret(JWT_SECRET.as_bytes()),
-        &validation,
-    )
-    .unwrap()
-    .claims;
+    let claims = end_to_end::qr_token_claims(&token);
     assert_eq!(
         (claims["t"].as_str(), claims["s"].as_str()),
         (Some("T"), Some("A-2"))

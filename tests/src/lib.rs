@@ -423,3 +423,32 @@ impl Drop for SigningS3 {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A full warm with the default settings, which must succeed.
+pub async fn warm_everything(db: &TestDb, cache: &Cache) -> shared::warm::WarmSummary {
+    let request = shared::warm::WarmRequest::default();
+    shared::warm::warm(
+        &db.database(),
+        cache,
+        &shared::qr::QrSettings::default(),
+        &request,
+        &(),
+    )
+    .await
+    .unwrap_or_else(|failed| panic!("{failed}: {}", failed.summary))
+}
+
+/// The claims of a QR token, which must be an HS256 JWT signed with [`JWT_SECRET`], as the
+/// app's scanner checks it.
+pub fn qr_token_claims(token: &str) -> serde_json::Value {
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("a QR token the app's scanner accepts")
+    .claims
+}

@@ -1,6 +1,6 @@
 //! What the app reads: the key, the exact value, the TTL, renewal on read and on re-warm.
 
-use end_to_end::{decode_data_url, test_cache, TestDb};
+use end_to_end::{decode_data_url, test_cache, warm_everything, TestDb};
 use redis::AsyncCommands;
 use shared::db::Kind;
 use shared::qr::QrSettings;
@@ -35,15 +35,7 @@ async fn every_row_gets_the_apps_key_and_a_png_that_decodes_to_its_token() {
         .unwrap();
     let cache = test_cache(3600);
 
-    let summary = warm(
-        &db.database(),
-        &cache,
-        &QrSettings::default(),
-        &WarmRequest::default(),
-        &(),
-    )
-    .await
-    .unwrap();
+    let summary = warm_everything(&db, &cache).await;
     assert_eq!(summary.kinds[0].total, 39);
     assert_eq!(summary.kinds[0].rendered, 39);
     assert_eq!(summary.kinds[1].cached, 12);
@@ -67,15 +59,7 @@ async fn reads_renew_the_ttl_with_getex() {
     let db = TestDb::create().await;
     db.seed(3, 0).await;
     let cache = test_cache(1000);
-    warm(
-        &db.database(),
-        &cache,
-        &QrSettings::default(),
-        &WarmRequest::default(),
-        &(),
-    )
-    .await
-    .unwrap();
+    warm_everything(&db, &cache).await;
     let (_, token) = tokens(&db, Kind::Students).await.remove(0);
     let key = cache.settings().key(&token);
     let mut redis = cache.connection();

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use end_to_end::{decode_data_url, test_cache, test_cache_at, TestDb};
+use end_to_end::{decode_data_url, test_cache, test_cache_at, warm_everything, TestDb};
 use redis::AsyncCommands;
 use shared::db::{Database, DatabaseSettings};
 use shared::qr::QrSettings;
@@ -92,15 +92,7 @@ async fn redis_dropping_mid_run_fails_the_run_and_leaves_earlier_entries_intact(
     let port = free_port();
     let mut server = OwnRedis::start(port, &dir);
     let cache = test_cache_at(&server.url(), 3600);
-    let first = warm(
-        &db.database(),
-        &cache,
-        &QrSettings::default(),
-        &WarmRequest::default(),
-        &(),
-    )
-    .await
-    .unwrap();
+    let first = warm_everything(&db, &cache).await;
     assert_eq!(first.cached(), 5000);
 
     let forced = WarmRequest {
@@ -157,15 +149,7 @@ async fn postgres_unreachable_renews_what_is_cached_and_fails() {
     let db = TestDb::create().await;
     db.seed(30, 5).await;
     let cache = test_cache(1000);
-    warm(
-        &db.database(),
-        &cache,
-        &QrSettings::default(),
-        &WarmRequest::default(),
-        &(),
-    )
-    .await
-    .unwrap();
+    warm_everything(&db, &cache).await;
     let mut redis = cache.connection();
     let client = db.client().await;
     let tokens: Vec<String> = client
