@@ -1,11 +1,14 @@
 //! Loading valid rows: schools resolved by name or id, conflicts with other records rejected,
 //! then every row upserted by its natural key in one set-based statement fed by binary COPY.
 //! Runs inside the caller's transaction, which also records the outcome.
+//!
+//! A file may hold 200,000 rows, so nothing here copies the records: checks borrow their
+//! strings, rejected rows are dropped in place, and the upsert answers with counts and one
+//! array of ids rather than a row per record.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::NaiveDate;
 use futures_util::pin_mut;
 use secrecy::SecretString;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -30,6 +33,13 @@ pub struct Loaded {
     pub touched: Vec<Uuid>,
 }
 
+/// Rows checked against the database: those that may be written, each with its school id.
+pub struct Checked<R> {
+    pub accepted: Vec<(u32, R)>,
+    pub schools: Vec<Uuid>,
+    pub rejected: Vec<RowError>,
+}
+
 fn reject(row: u32, field: Field, reason: String) -> RowError {
     RowError {
         row,
@@ -39,26 +49,26 @@ fn reject(row: u32, field: Field, reason: String) -> RowError {
     }
 }
 
-/// School ids for the names and ids the rows give; names match case-insensitively.
-async fn resolve_schools(
-    tx: &Client,
-    refs: &[&SchoolRef],
+/// School ids by lower-cased name, and the known ids, for the schools the rows name.
+async fn resolve_schools<'a>(
+    client: &Client,
+    refs: impl Iterator<Item = &'a SchoolRef>,
 ) -> Result<(HashMap<String, Uuid>, HashSet<Uuid>), Error> {
-    let names: Vec<String> = refs
-        .iter()
-        .filter_map(|r| match r {
-            SchoolRef::Name(n) => Some(n.trim().to_lowercase()),
-            _ => None,
-        })
-        .collect();
-    let ids: Vec<Uuid> = refs
-        .iter()
-        .filter_map(|r| match r {
-            SchoolRef::Id(id) => Some(*id),
-            _ => None,
-        })
-        .collect();
-    let rows = tx
+    let mut names = HashSet::new();
+    let mut ids = HashSet::new();
+    for school in refs {
+        match school {
+            SchoolRef::Name(name) => {
+                names.insert(name.trim().to_lowercase());
+            }
+            SchoolRef::Id(id) => {
+                ids.insert(*id);
+            }
+        }
+    }
+    let names: Vec<String> = names.into_iter().collect();
+    let ids: Vec<Uuid> = ids.into_iter().collect();
+    let rows = client
         .query_typed(
             "SELECT id, lower(school_name) FROM schools WHERE lower(school_name) = ANY($1) OR id = ANY($2)",
             &[(&names, Type::TEXT_ARRAY), (&ids, Type::UUID_ARRAY)],
@@ -90,6 +100,31 @@ fn school_id(
     }
 }
 
+/// Keeps the records `verdict` accepts, in place, with their school ids; the others become
+/// row errors.
+fn sift<R>(
+    mut records: Vec<(u32, R)>,
+    mut verdict: impl FnMut(&R) -> Result<Uuid, (Field, String)>,
+) -> Checked<R> {
+    let mut schools = Vec::with_capacity(records.len());
+    let mut rejected = Vec::new();
+    records.retain(|(row, record)| match verdict(record) {
+        Ok(school) => {
+            schools.push(school);
+            true
+        }
+        Err((field, reason)) => {
+            rejected.push(reject(*row, field, reason));
+            false
+        }
+    });
+    Checked {
+        accepted: records,
+        schools,
+        rejected,
+    }
+}
+
 /// A nonce as the app makes one: two random bytes as 4 hex characters.
 fn random_nonce() -> String {
     let bytes = Uuid::new_v4().into_bytes();
@@ -116,27 +151,19 @@ fn legacy_hashes(rows: &[(String, String)]) -> Result<Vec<String>, Error> {
         .map_err(|e| Error::Failed(format!("hashing a password: {e}")))
 }
 
-/// Rows checked against the database: those that may be written, with their school ids.
-pub struct Checked<R> {
-    pub accepted: Vec<(R, Uuid)>,
-    pub rejected: Vec<RowError>,
-}
-
 /// Resolves schools and refuses emails that belong to another student; writes nothing.
 pub async fn check_students(
-    tx: &Client,
+    client: &Client,
     records: Vec<(u32, StudentRecord)>,
 ) -> Result<Checked<StudentRecord>, Error> {
-    let mut rejected = Vec::new();
-    let refs: Vec<&SchoolRef> = records.iter().map(|(_, r)| &r.school).collect();
-    let (by_name, ids) = resolve_schools(tx, &refs).await?;
-
-    // An email may be re-imported by its own student, never taken from another.
-    let emails: Vec<String> = records
+    let (by_name, ids) = resolve_schools(client, records.iter().map(|(_, r)| &r.school)).await?;
+    // An email may be re-imported by its own student, never taken from another. The parser
+    // has lower-cased them already.
+    let emails: Vec<&str> = records
         .iter()
-        .filter_map(|(_, r)| r.email.as_ref().map(|e| e.as_str().to_lowercase()))
+        .filter_map(|(_, r)| r.email.as_ref().map(|e| e.as_str()))
         .collect();
-    let owners: HashMap<String, String> = tx
+    let owners: HashMap<String, String> = client
         .query_typed(
             "SELECT lower(email), registration_no FROM students WHERE lower(email) = ANY($1)",
             &[(&emails, Type::TEXT_ARRAY)],
@@ -146,98 +173,133 @@ pub async fn check_students(
         .iter()
         .map(|row| (row.get(0), row.get(1)))
         .collect();
-
-    let mut accepted = Vec::with_capacity(records.len());
-    for (row, record) in records {
-        let school = match school_id(&record.school, &by_name, &ids) {
-            Ok(id) => id,
-            Err(reason) => {
-                rejected.push(reject(row, Field::School, reason));
-                continue;
-            }
-        };
-        if let Some(email) = &record.email {
-            if let Some(owner) = owners.get(&email.as_str().to_lowercase()) {
-                if owner != record.registration_no.as_str() {
-                    rejected.push(reject(
-                        row,
-                        Field::Email,
-                        format!("already belongs to student {owner}"),
-                    ));
-                    continue;
-                }
+    drop(emails);
+    Ok(sift(records, |record| {
+        let school =
+            school_id(&record.school, &by_name, &ids).map_err(|reason| (Field::School, reason))?;
+        if let Some(owner) = record
+            .email
+            .as_ref()
+            .and_then(|email| owners.get(&email.as_str().to_lowercase()))
+        {
+            if owner != record.registration_no.as_str() {
+                return Err((Field::Email, format!("already belongs to student {owner}")));
             }
         }
-        accepted.push((record, school));
-    }
-    Ok(Checked { accepted, rejected })
+        Ok(school)
+    }))
+}
+
+/// Resolves schools; writes nothing.
+pub async fn check_stalls(
+    client: &Client,
+    records: Vec<(u32, StallRecord)>,
+) -> Result<Checked<StallRecord>, Error> {
+    let (by_name, ids) = resolve_schools(client, records.iter().map(|(_, r)| &r.school)).await?;
+    Ok(sift(records, |record| {
+        school_id(&record.school, &by_name, &ids).map_err(|reason| (Field::School, reason))
+    }))
+}
+
+/// Runs the upsert whose `RETURNING id, inserted` is `upsert`, and counts: the rows it left
+/// out were unchanged.
+async fn upsert(
+    client: &Client,
+    upsert: &str,
+    accepted: usize,
+    rejected: Vec<RowError>,
+) -> Result<Loaded, Error> {
+    let sql = format!(
+        "WITH upserted AS ({upsert})
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
+                coalesce(array_agg(id), '{{}}')
+           FROM upserted"
+    );
+    let row = client
+        .query_typed(&sql, &[])
+        .await
+        .map_err(|e| Error::postgres("upserting the rows", e))?;
+    let row = row
+        .first()
+        .ok_or_else(|| Error::Failed("the upsert returned no counts".into()))?;
+    let (inserted, updated): (i64, i64) = (row.get(0), row.get(1));
+    let touched: Vec<Uuid> = row.get(2);
+    Ok(Loaded {
+        inserted: inserted as usize,
+        updated: updated as usize,
+        unchanged: accepted.saturating_sub(touched.len()),
+        rejected,
+        touched,
+    })
 }
 
 pub async fn load_students(
-    tx: &Client,
+    client: &Client,
     records: Vec<(u32, StudentRecord)>,
     jwt_secret: &SecretString,
     password: PasswordPolicy,
 ) -> Result<Loaded, Error> {
-    let Checked { accepted, rejected } = check_students(tx, records).await?;
-    let mut loaded = Loaded {
+    let Checked {
+        accepted,
+        schools,
         rejected,
-        ..Loaded::default()
-    };
+    } = check_students(client, records).await?;
     if accepted.is_empty() {
-        return Ok(loaded);
+        return Ok(Loaded {
+            rejected,
+            ..Loaded::default()
+        });
     }
-
-    let registration: Vec<String> = accepted
-        .iter()
-        .map(|(r, _)| r.registration_no.as_str().to_owned())
-        .collect();
-    let existing: HashSet<String> = tx
-        .query_typed(
-            "SELECT registration_no FROM students WHERE registration_no = ANY($1)",
-            &[(&registration, Type::TEXT_ARRAY)],
-        )
-        .await
-        .map_err(|e| Error::postgres("finding existing students", e))?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
     // Passwords only matter for new rows: an update never touches them. Existing rows still
     // carry the unusable hash, because the insert half of the upsert must be a valid row.
-    let new_rows: Vec<usize> = (0..accepted.len())
-        .filter(|i| !existing.contains(&registration[*i]))
-        .collect();
-    let mut hashes: Vec<String> = vec![unusable_hash()?; accepted.len()];
+    let unusable = unusable_hash()?;
+    let mut legacy: HashMap<usize, String> = HashMap::new();
     if password == PasswordPolicy::LegacyDateOfBirthPincode {
+        let registration: Vec<&str> = accepted
+            .iter()
+            .map(|(_, r)| r.registration_no.as_str())
+            .collect();
+        let existing: HashSet<String> = client
+            .query_typed(
+                "SELECT registration_no FROM students WHERE registration_no = ANY($1)",
+                &[(&registration, Type::TEXT_ARRAY)],
+            )
+            .await
+            .map_err(|e| Error::postgres("finding existing students", e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let new_rows: Vec<usize> = (0..accepted.len())
+            .filter(|i| !existing.contains(registration[*i]))
+            .collect();
         let inputs: Vec<(String, String)> = new_rows
             .iter()
             .map(|&i| {
                 (
-                    accepted[i].0.date_of_birth.format("%Y%m%d").to_string(),
-                    accepted[i].0.pincode.as_str().to_owned(),
+                    accepted[i].1.date_of_birth.format("%Y%m%d").to_string(),
+                    accepted[i].1.pincode.as_str().to_owned(),
                 )
             })
             .collect();
         let computed = tokio::task::spawn_blocking(move || legacy_hashes(&inputs))
             .await
             .map_err(|e| Error::Failed(format!("password hashing stopped: {e}")))??;
-        for (&i, hash) in new_rows.iter().zip(computed) {
-            hashes[i] = hash;
-        }
+        legacy = new_rows.into_iter().zip(computed).collect();
     }
     let issued_at = now_secs();
 
-    tx.batch_execute(
-        "CREATE TEMP TABLE incoming_students (
-           registration_no text, email text, full_name text, school_id uuid, phone text,
-           date_of_birth date, pincode text, address text, program_name text, batch int,
-           qr_code_token text, password_hash text
-         ) ON COMMIT DROP",
-    )
-    .await
-    .map_err(|e| Error::postgres("preparing the students load", e))?;
+    client
+        .batch_execute(
+            "CREATE TEMP TABLE incoming_students (
+               registration_no text, email text, full_name text, school_id uuid, phone text,
+               date_of_birth date, pincode text, address text, program_name text, batch int,
+               qr_code_token text, password_hash text
+             ) ON COMMIT DROP",
+        )
+        .await
+        .map_err(|e| Error::postgres("preparing the students load", e))?;
     // COPY needs a prepared statement; inside this transaction that is safe behind PgBouncer too.
-    let sink = tx
+    let sink = client
         .copy_in::<_, bytes::Bytes>("COPY incoming_students FROM STDIN (FORMAT binary)")
         .await
         .map_err(|e| Error::postgres("starting the students COPY", e))?;
@@ -257,7 +319,7 @@ pub async fn load_students(
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    for (i, (record, school)) in accepted.iter().enumerate() {
+    for (i, ((_, record), school)) in accepted.iter().zip(&schools).enumerate() {
         // Minted for every row; the upsert keeps an existing student's token.
         let token = token::student_token(
             jwt_secret,
@@ -266,22 +328,22 @@ pub async fn load_students(
             issued_at,
         )
         .map_err(|e| Error::Failed(format!("signing a QR token: {e}")))?;
+        let hash: &str = legacy.get(&i).map_or(unusable.as_str(), String::as_str);
         let email = record.email.as_ref().map(|e| e.as_str());
         let phone = record.phone.as_ref().map(|p| p.as_str());
-        let date: NaiveDate = record.date_of_birth;
         let values: [&(dyn ToSql + Sync); 12] = [
             &record.registration_no.as_str(),
             &email,
             &record.full_name,
             school,
             &phone,
-            &date,
+            &record.date_of_birth,
             &record.pincode.as_str(),
             &record.address,
             &record.program_name,
             &record.batch,
             &token,
-            &hashes[i],
+            &hash,
         ];
         writer
             .as_mut()
@@ -293,77 +355,60 @@ pub async fn load_students(
         .finish()
         .await
         .map_err(|e| Error::postgres("finishing the students COPY", e))?;
-
-    let rows = tx
-        .query_typed(
-            "INSERT INTO students AS s (registration_no, email, full_name, school_id, phone, date_of_birth,
-                                        pincode, address, program_name, batch, qr_code_token,
-                                        password_hash, password_reset_required)
-             SELECT registration_no, email, full_name, school_id, phone, date_of_birth, pincode, address,
-                    program_name, batch, qr_code_token, password_hash, true
-               FROM incoming_students
-             ON CONFLICT (registration_no) DO UPDATE
-                SET email = EXCLUDED.email, full_name = EXCLUDED.full_name, school_id = EXCLUDED.school_id,
-                    phone = EXCLUDED.phone, date_of_birth = EXCLUDED.date_of_birth, pincode = EXCLUDED.pincode,
-                    address = EXCLUDED.address, program_name = EXCLUDED.program_name, batch = EXCLUDED.batch,
-                    updated_at = now()
-              WHERE (s.email, s.full_name, s.school_id, s.phone, s.date_of_birth, s.pincode, s.address,
-                     s.program_name, s.batch)
-                    IS DISTINCT FROM
-                    (EXCLUDED.email, EXCLUDED.full_name, EXCLUDED.school_id, EXCLUDED.phone,
-                     EXCLUDED.date_of_birth, EXCLUDED.pincode, EXCLUDED.address, EXCLUDED.program_name,
-                     EXCLUDED.batch)
-             RETURNING s.id, (xmax = 0)",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::postgres("upserting students", e))?;
-    count(&mut loaded, &rows, accepted.len());
-    Ok(loaded)
-}
-
-/// Resolves schools; writes nothing.
-pub async fn check_stalls(
-    tx: &Client,
-    records: Vec<(u32, StallRecord)>,
-) -> Result<Checked<StallRecord>, Error> {
-    let refs: Vec<&SchoolRef> = records.iter().map(|(_, r)| &r.school).collect();
-    let (by_name, ids) = resolve_schools(tx, &refs).await?;
-    let mut checked = Checked {
-        accepted: Vec::with_capacity(records.len()),
-        rejected: Vec::new(),
-    };
-    for (row, record) in records {
-        match school_id(&record.school, &by_name, &ids) {
-            Ok(school) => checked.accepted.push((record, school)),
-            Err(reason) => checked.rejected.push(reject(row, Field::School, reason)),
-        }
-    }
-    Ok(checked)
+    let accepted_count = accepted.len();
+    drop(accepted);
+    upsert(
+        client,
+        "INSERT INTO students AS s (registration_no, email, full_name, school_id, phone, date_of_birth,
+                                    pincode, address, program_name, batch, qr_code_token,
+                                    password_hash, password_reset_required)
+         SELECT registration_no, email, full_name, school_id, phone, date_of_birth, pincode, address,
+                program_name, batch, qr_code_token, password_hash, true
+           FROM incoming_students
+         ON CONFLICT (registration_no) DO UPDATE
+            SET email = EXCLUDED.email, full_name = EXCLUDED.full_name, school_id = EXCLUDED.school_id,
+                phone = EXCLUDED.phone, date_of_birth = EXCLUDED.date_of_birth, pincode = EXCLUDED.pincode,
+                address = EXCLUDED.address, program_name = EXCLUDED.program_name, batch = EXCLUDED.batch,
+                updated_at = now()
+          WHERE (s.email, s.full_name, s.school_id, s.phone, s.date_of_birth, s.pincode, s.address,
+                 s.program_name, s.batch)
+                IS DISTINCT FROM
+                (EXCLUDED.email, EXCLUDED.full_name, EXCLUDED.school_id, EXCLUDED.phone,
+                 EXCLUDED.date_of_birth, EXCLUDED.pincode, EXCLUDED.address, EXCLUDED.program_name,
+                 EXCLUDED.batch)
+         RETURNING s.id, (xmax = 0) AS inserted",
+        accepted_count,
+        rejected,
+    )
+    .await
 }
 
 pub async fn load_stalls(
-    tx: &Client,
+    client: &Client,
     records: Vec<(u32, StallRecord)>,
     jwt_secret: &SecretString,
 ) -> Result<Loaded, Error> {
-    let Checked { accepted, rejected } = check_stalls(tx, records).await?;
-    let mut loaded = Loaded {
+    let Checked {
+        accepted,
+        schools,
         rejected,
-        ..Loaded::default()
-    };
+    } = check_stalls(client, records).await?;
     if accepted.is_empty() {
-        return Ok(loaded);
+        return Ok(Loaded {
+            rejected,
+            ..Loaded::default()
+        });
     }
     let issued_at = now_secs();
-    tx.batch_execute(
-        "CREATE TEMP TABLE incoming_stalls (
-           stall_number text, stall_name text, school_id uuid, description text, location text, qr_code_token text
-         ) ON COMMIT DROP",
-    )
-    .await
-    .map_err(|e| Error::postgres("preparing the stalls load", e))?;
-    let sink = tx
+    client
+        .batch_execute(
+            "CREATE TEMP TABLE incoming_stalls (
+               stall_number text, stall_name text, school_id uuid, description text, location text, qr_code_token text
+             ) ON COMMIT DROP",
+        )
+        .await
+        .map_err(|e| Error::postgres("preparing the stalls load", e))?;
+    let sink = client
         .copy_in::<_, bytes::Bytes>("COPY incoming_stalls FROM STDIN (FORMAT binary)")
         .await
         .map_err(|e| Error::postgres("starting the stalls COPY", e))?;
@@ -379,7 +424,7 @@ pub async fn load_stalls(
         ],
     );
     pin_mut!(writer);
-    for (record, school) in &accepted {
+    for ((_, record), school) in accepted.iter().zip(&schools) {
         // Minted for every row; the upsert keeps an existing stall's token.
         let token = token::stall_token(
             jwt_secret,
@@ -406,33 +451,18 @@ pub async fn load_stalls(
         .finish()
         .await
         .map_err(|e| Error::postgres("finishing the stalls COPY", e))?;
-    let rows = tx
-        .query_typed(
-            "INSERT INTO stalls AS s (stall_number, stall_name, school_id, description, location, qr_code_token)
-             SELECT stall_number, stall_name, school_id, description, location, qr_code_token FROM incoming_stalls
-             ON CONFLICT (stall_number) DO UPDATE
-                SET stall_name = EXCLUDED.stall_name, school_id = EXCLUDED.school_id,
-                    description = EXCLUDED.description, location = EXCLUDED.location, updated_at = now()
-              WHERE (s.stall_name, s.school_id, s.description, s.location)
-                    IS DISTINCT FROM (EXCLUDED.stall_name, EXCLUDED.school_id, EXCLUDED.description, EXCLUDED.location)
-             RETURNING s.id, (xmax = 0)",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::postgres("upserting stalls", e))?;
-    count(&mut loaded, &rows, accepted.len());
-    Ok(loaded)
-}
-
-/// `xmax = 0` marks a freshly inserted row; rows left out of RETURNING were unchanged.
-fn count(loaded: &mut Loaded, rows: &[tokio_postgres::Row], accepted: usize) {
-    for row in rows {
-        if row.get::<_, bool>(1) {
-            loaded.inserted += 1;
-        } else {
-            loaded.updated += 1;
-        }
-        loaded.touched.push(row.get(0));
-    }
-    loaded.unchanged = accepted - rows.len();
+    upsert(
+        client,
+        "INSERT INTO stalls AS s (stall_number, stall_name, school_id, description, location, qr_code_token)
+         SELECT stall_number, stall_name, school_id, description, location, qr_code_token FROM incoming_stalls
+         ON CONFLICT (stall_number) DO UPDATE
+            SET stall_name = EXCLUDED.stall_name, school_id = EXCLUDED.school_id,
+                description = EXCLUDED.description, location = EXCLUDED.location, updated_at = now()
+          WHERE (s.stall_name, s.school_id, s.description, s.location)
+                IS DISTINCT FROM (EXCLUDED.stall_name, EXCLUDED.school_id, EXCLUDED.description, EXCLUDED.location)
+         RETURNING s.id, (xmax = 0) AS inserted",
+        accepted.len(),
+        rejected,
+    )
+    .await
 }
