@@ -71,6 +71,21 @@ where
     }
 }
 
+/// The process's peak resident memory (`VmHWM`), on Linux. Measured by the process itself,
+/// because a parent's `wait4` also counts the pages the child shared with it before `exec`.
+pub fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
 /// One EMF record: a set of metrics sharing dimensions.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -93,6 +108,11 @@ impl Metrics {
 
     pub fn milliseconds(mut self, name: &str, value: f64) -> Self {
         self.values.push((name.into(), "Milliseconds", value));
+        self
+    }
+
+    pub fn megabytes(mut self, name: &str, value: f64) -> Self {
+        self.values.push((name.into(), "Megabytes", value));
         self
     }
 
@@ -170,6 +190,12 @@ mod tests {
         assert_eq!(value["Function"], "warm-qr-cache");
         assert_eq!(value["QrCached"], 3.0);
         assert_eq!(value["WarmDuration"], 12.5);
+    }
+
+    #[test]
+    fn peak_memory_is_read_on_linux() {
+        let peak = peak_memory_mib().expect("/proc/self/status on Linux");
+        assert!(peak > 1.0 && peak < 4096.0, "{peak}");
     }
 
     #[derive(Clone, Default)]

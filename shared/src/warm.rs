@@ -203,6 +203,8 @@ pub struct WarmSummary {
     pub force: bool,
     pub shard: Option<Shard>,
     pub duration_ms: f64,
+    /// The process's peak resident memory so far (Linux), to size the Lambda's memory by.
+    pub peak_memory_mib: Option<f64>,
     pub qrs_per_second: f64,
     pub stages: StageTimings,
     /// Set when Postgres was unreachable and the cached entries were kept alive instead.
@@ -239,6 +241,7 @@ impl WarmSummary {
             )
             .milliseconds("WarmDuration", self.duration_ms)
             .per_second("QrsPerSecond", self.qrs_per_second)
+            .megabytes("PeakMemory", self.peak_memory_mib.unwrap_or(0.0))
     }
 }
 
@@ -272,6 +275,9 @@ impl fmt::Display for WarmSummary {
             )?;
         }
         writeln!(f, "Speed: {:.0} QRs/second", self.qrs_per_second)?;
+        if let Some(peak) = self.peak_memory_mib {
+            writeln!(f, "Peak memory: {peak:.0} MiB")?;
+        }
         write!(f, "Total Duration: {:.2}s", self.duration_ms / 1000.0)
     }
 }
@@ -312,6 +318,7 @@ pub async fn warm(
             qrs_per_second: 0.0,
             stages: StageTimings::default(),
             outage_renewal: None,
+            peak_memory_mib: None,
         },
         timings: RenderTimings::default(),
         query: Duration::ZERO,
@@ -505,6 +512,7 @@ impl Run {
     fn finish(mut self, elapsed: Duration) -> WarmSummary {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         self.summary.duration_ms = ms(elapsed);
+        self.summary.peak_memory_mib = crate::telemetry::peak_memory_mib();
         self.summary.qrs_per_second =
             self.summary.cached() as f64 / elapsed.as_secs_f64().max(1e-9);
         self.summary.stages = StageTimings {
@@ -711,6 +719,7 @@ mod tests {
             force: false,
             shard: None,
             duration_ms: 3450.0,
+            peak_memory_mib: Some(41.6),
             qrs_per_second: 15.9,
             stages: StageTimings::default(),
             outage_renewal: None,
@@ -726,6 +735,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Speed: 16 QRs/second"), "{text}");
+        assert!(text.contains("Peak memory: 42 MiB"), "{text}");
         assert!(text.ends_with("Total Duration: 3.45s"), "{text}");
     }
 }

@@ -219,6 +219,17 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
+/// Hands the memory the parse and load freed back to the system. The parse ran on a blocking
+/// thread whose malloc arena the QR caching that follows does not reuse, so without this the
+/// caching grows the process past the parse's peak (126 MiB against 117 MiB for 100,000 rows).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Reads and validates a file off the async runtime, within the time limit.
 /// `Err` is the reason the whole file is refused, written for the admin.
 pub async fn parse(
@@ -469,6 +480,8 @@ impl Importer<'_> {
         report.status = status.into();
         report.error = error;
         report.rejected = rejected.iter().map(RejectedRow::from).collect();
+
+        release_freed_memory();
 
         let started = Instant::now();
         self.write_report(client, &mut report, &rejected).await?;

@@ -6,7 +6,7 @@
 //!   bench http [--requests N]                 the API handler in-process: QR hits and misses (default 10000)
 //!
 //! `warm` seeds a fresh database, runs the release `warm-qr-cache` binary beside this one (cold,
-//! then unchanged) and reads its JSON summary, peak RSS and what it left in Redis. Services:
+//! then unchanged) and reads its JSON summary (peak memory included) and what it left in Redis. Services:
 //! BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) and BENCH_REDIS_URL
 //! (default redis://127.0.0.1:6379).
 
@@ -76,8 +76,9 @@ pub(crate) fn machine() -> String {
     )
 }
 
-/// Runs the warmer binary; returns its JSON summary, wall time and peak RSS in KiB.
-fn run_warmer(env: &[(&str, String)]) -> Result<(Value, Duration, i64), Failure> {
+/// Runs the warmer binary; returns its JSON summary (which carries its own peak memory) and
+/// the wall time.
+fn run_warmer(env: &[(&str, String)]) -> Result<(Value, Duration), Failure> {
     let exe = std::env::current_exe()?.with_file_name("warm-qr-cache");
     if !exe.exists() {
         return Err(format!(
@@ -87,25 +88,17 @@ fn run_warmer(env: &[(&str, String)]) -> Result<(Value, Duration, i64), Failure>
         .into());
     }
     let started = Instant::now();
-    let child = Command::new(&exe)
+    let output = Command::new(&exe)
         .arg("--json")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let mut stdout = child.stdout.ok_or("no stdout")?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut text)?;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for the child we spawned and have not reaped.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        .output()?;
     let wall = started.elapsed();
-    if reaped != pid || status != 0 {
-        return Err(format!("warm-qr-cache failed (status {status}): {text}").into());
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("warm-qr-cache failed ({}): {text}", output.status).into());
     }
-    Ok((serde_json::from_str(text.trim())?, wall, usage.ru_maxrss))
+    Ok((serde_json::from_str(text.trim())?, wall))
 }
 
 async fn redis_used_memory(connection: &mut redis::aio::ConnectionManager) -> Result<i64, Failure> {
@@ -176,9 +169,9 @@ async fn warm_in(
         ("CACHE_KEY_PREFIX", prefix.to_string()),
         ("LOG_LEVEL", "warn".to_string()),
     ];
-    let (cold, cold_wall, cold_rss) = run_warmer(&env)?;
+    let (cold, cold_wall) = run_warmer(&env)?;
     let memory_after = redis_used_memory(&mut redis).await?;
-    let (warm, warm_wall, warm_rss) = run_warmer(&env)?;
+    let (warm, warm_wall) = run_warmer(&env)?;
 
     let rows = (size.students + size.stalls) as f64;
     let rendered = cold["kinds"]
@@ -233,11 +226,11 @@ async fn warm_in(
         size.students, size.stalls
     );
     println!(
-        "cold warm: {rendered:.0} rendered in {:.2} s wall = {:.0} QRs/s end to end (warmer's own figure {:.0} QRs/s), peak RSS {:.1} MiB",
+        "cold warm: {rendered:.0} rendered in {:.2} s wall = {:.0} QRs/s end to end (warmer's own figure {:.0} QRs/s), peak memory {:.1} MiB",
         cold_wall.as_secs_f64(),
         rendered / cold_wall.as_secs_f64(),
         cold["qrs_per_second"].as_f64().unwrap_or(0.0),
-        cold_rss as f64 / 1024.0
+        cold["peak_memory_mib"].as_f64().unwrap_or(0.0)
     );
     println!(
         "  stage time summed over workers (ms): query {:.0}, matrix {:.0}, png {:.0}, base64 {:.0}, redis {:.0}",
@@ -248,11 +241,11 @@ async fn warm_in(
         stages["redis_ms"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "unchanged re-warm: {renewed:.0} renewed in {:.3} s wall = {:.0} rows/s end to end (warmer's own figure {:.0} rows/s), peak RSS {:.1} MiB",
+        "unchanged re-warm: {renewed:.0} renewed in {:.3} s wall = {:.0} rows/s end to end (warmer's own figure {:.0} rows/s), peak memory {:.1} MiB",
         warm_wall.as_secs_f64(),
         rows / warm_wall.as_secs_f64(),
         warm["qrs_per_second"].as_f64().unwrap_or(0.0),
-        warm_rss as f64 / 1024.0
+        warm["peak_memory_mib"].as_f64().unwrap_or(0.0)
     );
     println!(
         "bytes per cached entry (data URL, mean of {sampled}): {:.0}",
