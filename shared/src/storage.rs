@@ -167,14 +167,9 @@ impl Storage {
         content_length: i64,
         expires_in: Duration,
     ) -> Result<String, StorageError> {
-        let request = |message: String| StorageError::Request {
-            operation: "presign PutObject",
-            bucket: bucket.into(),
-            key: key.into(),
-            message,
-        };
+        let failed = presign_failure("presign PutObject", bucket, key);
         let presigning =
-            PresigningConfig::expires_in(expires_in).map_err(|e| request(e.to_string()))?;
+            PresigningConfig::expires_in(expires_in).map_err(|e| failed(e.to_string()))?;
         self.client
             .put_object()
             .bucket(bucket)
@@ -184,7 +179,7 @@ impl Storage {
             .presigned(presigning)
             .await
             .map(|presigned| presigned.uri().to_string())
-            .map_err(|error| request(describe(&error)))
+            .map_err(|error| failed(describe(&error)))
     }
 
     /// A URL to download an object until it expires.
@@ -194,14 +189,9 @@ impl Storage {
         key: &str,
         expires_in: Duration,
     ) -> Result<String, StorageError> {
-        let request = |message: String| StorageError::Request {
-            operation: "presign GetObject",
-            bucket: bucket.into(),
-            key: key.into(),
-            message,
-        };
+        let failed = presign_failure("presign GetObject", bucket, key);
         let presigning =
-            PresigningConfig::expires_in(expires_in).map_err(|e| request(e.to_string()))?;
+            PresigningConfig::expires_in(expires_in).map_err(|e| failed(e.to_string()))?;
         self.client
             .get_object()
             .bucket(bucket)
@@ -209,6 +199,19 @@ impl Storage {
             .presigned(presigning)
             .await
             .map(|presigned| presigned.uri().to_string())
-            .map_err(|error| request(describe(&error)))
+            .map_err(|error| failed(describe(&error)))
+    }
+}
+
+fn presign_failure<'a>(
+    operation: &'static str,
+    bucket: &'a str,
+    key: &'a str,
+) -> impl Fn(String) -> StorageError + 'a {
+    move |message| StorageError::Request {
+        operation,
+        bucket: bucket.into(),
+        key: key.into(),
+        message,
     }
 }

@@ -114,36 +114,40 @@ impl Job<'_> {
     }
 
     pub fn xls(&self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
-        let mut workbook: Xls<_> = Xls::new(Cursor::new(bytes)).map_err(|e| match e {
+        let workbook: Xls<_> = Xls::new(Cursor::new(bytes)).map_err(|e| match e {
             XlsError::Password => FileError::PasswordProtected,
             e => damaged("xls", e),
         })?;
-        let sheets = workbook.sheet_names();
-        let mut best = None;
-        for name in sheets {
-            let range = workbook
-                .worksheet_range(&name)
-                .map_err(|e| damaged("xls", e))?;
-            match self.range(&name, Format::Xls, range)? {
-                SheetOutcome::Parsed(parsed) => return Ok(parsed),
-                SheetOutcome::NoHeader(candidate) => best = closer(best, candidate),
-            }
-        }
-        Err(self.missing_columns(best))
+        self.whole_sheets(workbook, Format::Xls, "xls")
     }
 
     pub fn ods(&self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
-        let mut workbook: Ods<_> = Ods::new(Cursor::new(bytes)).map_err(|e| match e {
+        let workbook: Ods<_> = Ods::new(Cursor::new(bytes)).map_err(|e| match e {
             calamine::OdsError::Password => FileError::PasswordProtected,
             e => damaged("ods", e),
         })?;
-        let sheets = workbook.sheet_names();
+        self.whole_sheets(workbook, Format::Ods, "ods")
+    }
+
+    /// Formats calamine reads a sheet at a time (the guard has capped their dimensions): the
+    /// first sheet with the required headers, else the closest miss.
+    fn whole_sheets<W, R>(
+        &self,
+        mut workbook: W,
+        format: Format,
+        name: &'static str,
+    ) -> Result<ParsedFile, FileError>
+    where
+        W: Reader<R>,
+        R: std::io::Read + std::io::Seek,
+        W::Error: std::fmt::Display,
+    {
         let mut best = None;
-        for name in sheets {
+        for sheet in workbook.sheet_names() {
             let range = workbook
-                .worksheet_range(&name)
-                .map_err(|e| damaged("ods", e))?;
-            match self.range(&name, Format::Ods, range)? {
+                .worksheet_range(&sheet)
+                .map_err(|e| damaged(name, e))?;
+            match self.range(&sheet, format, range)? {
                 SheetOutcome::Parsed(parsed) => return Ok(parsed),
                 SheetOutcome::NoHeader(candidate) => best = closer(best, candidate),
             }
