@@ -226,10 +226,10 @@ impl Database {
 
 /// Runs `work` in a transaction on `client`: committed when it succeeds, rolled back when it
 /// fails, so the kept connection is never left inside an aborted transaction.
-pub async fn in_transaction<T>(
+pub async fn in_transaction<T, E: From<Error>>(
     client: &Client,
-    work: impl std::future::Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     client
         .batch_execute("BEGIN")
         .await

@@ -4,4 +4,5 @@
 mod fixtures;
 mod hostile;
 mod idempotency;
+mod large_files;
 mod students_and_stalls;

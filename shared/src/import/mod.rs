@@ -8,6 +8,7 @@ pub mod event;
 mod load;
 pub mod report;
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -246,11 +247,59 @@ pub async fn parse(
     match tokio::time::timeout(settings.time_limit, work).await {
         Ok(Ok(result)) => result.map_err(|error| error.to_string()),
         Ok(Err(_)) => Err("the file could not be read: the reader stopped unexpectedly".into()),
-        Err(_) => Err(format!(
-            "reading the file took longer than {} s: split it into smaller files",
-            settings.time_limit.as_secs()
-        )),
+        Err(_) => Err(too_slow(settings.time_limit)),
     }
+}
+
+/// Rows the reader hands the loader at a time. Each chunk costs a few round trips; smaller
+/// chunks start the load sooner and leave less of it after the last row is read.
+const CHUNK_ROWS: usize = 10_000;
+
+/// Chunks read ahead of the loader: the reader's lead, and the rows held at once.
+const CHUNKS_AHEAD: usize = 1;
+
+/// Why an import's transaction stopped: the file's fault (recorded as a failed import), or not.
+enum Halt {
+    Refused(String),
+    Failed(Error),
+}
+
+impl From<Error> for Halt {
+    fn from(error: Error) -> Self {
+        Halt::Failed(error)
+    }
+}
+
+/// What a committed import's transaction hands back.
+struct Committed {
+    parsed: ParsedFile,
+    parse_ms: f64,
+    touched: Vec<Uuid>,
+    counts: Counts,
+    status: &'static str,
+    error: Option<String>,
+    rejected: Vec<spreadsheet::RowError>,
+}
+
+/// `work`, refused as too slow when it is not done by `deadline` (or the deadline has passed).
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    time_limit: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Halt> {
+    if tokio::time::Instant::now() >= deadline {
+        return Err(Halt::Refused(too_slow(time_limit)));
+    }
+    tokio::time::timeout_at(deadline, work)
+        .await
+        .map_err(|_| Halt::Refused(too_slow(time_limit)))
+}
+
+fn too_slow(time_limit: Duration) -> String {
+    format!(
+        "reading the file took longer than {} s: split it into smaller files",
+        time_limit.as_secs()
+    )
 }
 
 impl Importer<'_> {
@@ -331,7 +380,8 @@ impl Importer<'_> {
         let mut rejected = parsed.rejected;
         let (valid, db_rejected) = match parsed.records {
             Records::Students(rows) => {
-                let checked = load::check_students(&client, rows).await?;
+                let mixed_case = load::mixed_case_emails(&client).await?;
+                let checked = load::check_students(&client, rows, &mixed_case).await?;
                 (checked.accepted.len(), checked.rejected)
             }
             Records::Stalls(rows) => {
@@ -411,37 +461,54 @@ impl Importer<'_> {
         };
 
         let started = Instant::now();
-        let parsed = parse(bytes, target.format, target.kind, settings).await;
-        report.timings.parse_ms = ms(started);
-        let parsed = match parsed {
-            Ok(parsed) => parsed,
-            Err(reason) => return self.refuse(client, report, reason).await,
-        };
-        report.sheet = parsed.sheet.clone();
-        report.header_row = Some(parsed.header_row);
-        report.ignored_columns = parsed.ignored_columns.clone();
-        let mut rejected = parsed.rejected;
-        let rejected_rows_in_file: std::collections::BTreeSet<u32> =
-            rejected.iter().map(|e| e.row).collect();
-
-        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + settings.time_limit;
+        // The reader hands rows over a chunk at a time and the loader writes each while the
+        // next is read, so the file's parse and its load overlap on two cores.
+        let (sender, mut chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        let (limits, format, kind) = (settings.limits.clone(), target.format, target.kind);
+        let today = chrono::Utc::now().date_naive();
+        let mut reading = tokio::task::spawn_blocking(move || {
+            let parsed = spreadsheet::stream_records(
+                &bytes,
+                format,
+                kind,
+                &limits,
+                today,
+                CHUNK_ROWS,
+                &mut |chunk| match sender.blocking_send(chunk) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                },
+            );
+            (parsed, ms(started))
+        });
         let secret = self.config.jwt_secret()?;
         let password = settings.password;
-        let rows_seen = parsed.rows_seen as i32;
-        let records = parsed.records;
+        let time_limit = settings.time_limit;
         let outcome = db::in_transaction(client, async {
-            let loaded = match records {
-                Records::Students(rows) => {
-                    load::load_students(client, rows, secret, password).await?
-                }
-                Records::Stalls(rows) => load::load_stalls(client, rows, secret).await?,
-            };
-            let mut all_rejected = rejected.clone();
-            all_rejected.extend(loaded.rejected.iter().cloned());
-            all_rejected.sort_by_key(|e| e.row);
-            let rejected_rows = rejected_rows_in_file.len() + loaded.rejected.len();
+            let mut loader = load::Loader::start(client, kind, secret, password).await?;
+            while let Some(chunk) = within(deadline, time_limit, chunks.recv()).await? {
+                loader.load(chunk).await?;
+            }
+            let (parsed, parse_ms) =
+                within(deadline, time_limit, &mut reading)
+                    .await?
+                    .map_err(|_| {
+                        Halt::Refused(
+                            "the file could not be read: the reader stopped unexpectedly".into(),
+                        )
+                    })?;
+            let mut parsed = parsed.map_err(|error| Halt::Refused(error.to_string()))?;
+            let rest = std::mem::replace(&mut parsed.records, Records::new(kind));
+            loader.load(rest).await?;
+            let loaded = loader.finish();
+
+            let rejected_rows = parsed.rejected_rows().len() + loaded.rejected.len();
+            let mut rejected = std::mem::take(&mut parsed.rejected);
+            rejected.extend(loaded.rejected);
+            rejected.sort_by_key(|e| e.row);
             let counts = Counts {
-                rows: rows_seen,
+                rows: parsed.rows_seen as i32,
                 inserted: loaded.inserted as i32,
                 updated: loaded.updated as i32,
                 unchanged: loaded.unchanged as i32,
@@ -460,7 +527,7 @@ impl Importer<'_> {
                 (_, 0) => ("succeeded", None),
                 _ => ("partially_succeeded", None),
             };
-            let listed: Vec<RejectedRow> = all_rejected
+            let listed: Vec<RejectedRow> = rejected
                 .iter()
                 .take(REJECTED_LISTED)
                 .map(RejectedRow::from)
@@ -470,16 +537,35 @@ impl Importer<'_> {
                 _ => serde_json::to_value(&listed).unwrap_or_default(),
             };
             claim::finish(client, id, status, &counts, &reasons).await?;
-            Ok((loaded.touched, counts, status, error, all_rejected))
+            Ok(Committed {
+                parsed,
+                parse_ms,
+                touched: loaded.touched,
+                counts,
+                status,
+                error,
+                rejected,
+            })
         })
-        .await?;
-        report.timings.load_ms = ms(started);
-        let (touched, counts, status, error, all_rejected) = outcome;
-        rejected = all_rejected;
-        report.counts = counts;
-        report.status = status.into();
-        report.error = error;
-        report.rejected = rejected.iter().map(RejectedRow::from).collect();
+        .await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(Halt::Refused(reason)) => {
+                report.timings.parse_ms = ms(started);
+                return self.refuse(client, report, reason).await;
+            }
+            Err(Halt::Failed(error)) => return Err(error),
+        };
+        report.timings.parse_ms = outcome.parse_ms;
+        report.timings.load_ms = ms(started) - outcome.parse_ms;
+        report.sheet = outcome.parsed.sheet;
+        report.header_row = Some(outcome.parsed.header_row);
+        report.ignored_columns = outcome.parsed.ignored_columns;
+        report.counts = outcome.counts;
+        report.status = outcome.status.into();
+        report.error = outcome.error;
+        report.rejected = outcome.rejected.iter().map(RejectedRow::from).collect();
+        let (rejected, touched) = (outcome.rejected, outcome.touched);
 
         release_freed_memory();
 

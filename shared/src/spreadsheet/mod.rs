@@ -20,6 +20,8 @@ mod read;
 pub mod template;
 mod validate;
 
+use std::ops::ControlFlow;
+
 use chrono::NaiveDate;
 use serde::Serialize;
 
@@ -176,6 +178,10 @@ pub enum FileError {
     #[error("not UTF-8 (line {line}): save the file as \"CSV UTF-8\" and upload again")]
     NotUtf8 { line: u64 },
 
+    /// The caller stopped taking rows (its load failed); never the file's fault.
+    #[error("reading stopped before the end of the file")]
+    Stopped,
+
     #[error("missing required columns: {} ({})", .missing.join(", "), describe_found(.sheet.as_deref(), *.row, .found))]
     MissingColumns {
         /// The sheet whose header row came closest (`None` for CSV or when no sheet has text).
@@ -205,6 +211,7 @@ impl FileError {
             FileError::TooManyTexts { .. } => "too_many_texts",
             FileError::NotUtf8 { .. } => "not_utf8",
             FileError::MissingColumns { .. } => "missing_columns",
+            FileError::Stopped => "stopped",
         }
     }
 }
@@ -254,7 +261,8 @@ pub struct ParsedFile {
     pub header_row: u32,
     /// Headers of the header row that the import ignores, as spelled there.
     pub ignored_columns: Vec<String>,
-    /// Valid rows with their sheet row numbers, in file order.
+    /// Valid rows with their sheet row numbers, in file order (when streamed, those not yet
+    /// handed over).
     pub records: Records,
     /// One entry per problem, in row order; a row appears once per bad value.
     pub rejected: Vec<RowError>,
@@ -281,6 +289,25 @@ pub fn read_records(
     limits: &Limits,
     today: NaiveDate,
 ) -> Result<ParsedFile, FileError> {
+    stream_records(bytes, format, kind, limits, today, usize::MAX, &mut |_| {
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`read_records`], handing the valid rows to `sink` in chunks of `chunk_rows` as they are
+/// read, so that they can be loaded while the rest of the file is read. The returned
+/// `ParsedFile` holds the rows after the last full chunk; its rejected rows are the whole
+/// file's. A file refused part-way has already handed over some chunks: the caller undoes
+/// what it did with them.
+pub fn stream_records(
+    bytes: &[u8],
+    format: Format,
+    kind: Kind,
+    limits: &Limits,
+    today: NaiveDate,
+    chunk_rows: usize,
+    sink: &mut dyn FnMut(Records) -> ControlFlow<()>,
+) -> Result<ParsedFile, FileError> {
     if bytes.is_empty() {
         return Err(FileError::Empty);
     }
@@ -291,10 +318,12 @@ pub fn read_records(
             max: limits.max_bytes,
         });
     }
-    let job = read::Job {
+    let mut job = read::Job {
         kind,
         limits,
         today,
+        chunk_rows: chunk_rows.max(1),
+        sink,
     };
     read::with_panic_guard(format, || match guard::inspect(bytes, format, limits)? {
         guard::Container::Xlsx(format) => job.xlsx(bytes, format),

@@ -4,13 +4,14 @@
 //! `.csv` is read record by record.
 
 use std::io::Cursor;
+use std::ops::ControlFlow;
 
 use calamine::{Data, Ods, Range, Reader, Xls, XlsError, Xlsb, XlsbError, Xlsx, XlsxError};
 use chrono::NaiveDate;
 
 use super::cells::{clean, Cell};
 use super::headers::{Field, HeaderMap};
-use super::validate::RowValidator;
+use super::validate::{Records, RowValidator};
 use super::{FileError, Format, Limits, ParsedFile, HEADER_SEARCH_ROWS};
 use crate::db::Kind;
 
@@ -29,6 +30,11 @@ pub struct Job<'a> {
     pub kind: Kind,
     pub limits: &'a Limits,
     pub today: NaiveDate,
+    /// Valid rows go to `sink` in chunks of this many as they are read; the rest stay in the
+    /// `ParsedFile`.
+    pub chunk_rows: usize,
+    /// Takes each chunk; `Break` stops the read (the loading side has given up).
+    pub sink: &'a mut dyn FnMut(Records) -> ControlFlow<()>,
 }
 
 /// The header row that came closest on sheets without the required headers, for the error.
@@ -60,7 +66,7 @@ pub fn with_panic_guard(
 }
 
 impl Job<'_> {
-    pub fn xlsx(&self, bytes: &[u8], format: Format) -> Result<ParsedFile, FileError> {
+    pub fn xlsx(&mut self, bytes: &[u8], format: Format) -> Result<ParsedFile, FileError> {
         let label = format.extension();
         let mut workbook: Xlsx<_> =
             Xlsx::new(Cursor::new(bytes)).map_err(|e| xlsx_error(label, e))?;
@@ -88,7 +94,7 @@ impl Job<'_> {
         Err(self.missing_columns(best))
     }
 
-    pub fn xlsb(&self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
+    pub fn xlsb(&mut self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
         let mut workbook: Xlsb<_> = Xlsb::new(Cursor::new(bytes)).map_err(xlsb_error)?;
         let mut best = None;
         for name in workbook.sheet_names() {
@@ -113,7 +119,7 @@ impl Job<'_> {
         Err(self.missing_columns(best))
     }
 
-    pub fn xls(&self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
+    pub fn xls(&mut self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
         let workbook: Xls<_> = Xls::new(Cursor::new(bytes)).map_err(|e| match e {
             XlsError::Password => FileError::PasswordProtected,
             e => damaged("xls", e),
@@ -121,7 +127,7 @@ impl Job<'_> {
         self.whole_sheets(workbook, Format::Xls, "xls")
     }
 
-    pub fn ods(&self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
+    pub fn ods(&mut self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
         let workbook: Ods<_> = Ods::new(Cursor::new(bytes)).map_err(|e| match e {
             calamine::OdsError::Password => FileError::PasswordProtected,
             e => damaged("ods", e),
@@ -132,7 +138,7 @@ impl Job<'_> {
     /// Formats calamine reads a sheet at a time (the guard has capped their dimensions): the
     /// first sheet with the required headers, else the closest miss.
     fn whole_sheets<W, R>(
-        &self,
+        &mut self,
         mut workbook: W,
         format: Format,
         name: &'static str,
@@ -156,7 +162,7 @@ impl Job<'_> {
     }
 
     fn range(
-        &self,
+        &mut self,
         name: &str,
         format: Format,
         range: Range<Data>,
@@ -170,7 +176,7 @@ impl Job<'_> {
         self.sheet(Some(name), format, &mut rows)
     }
 
-    pub fn csv(&self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
+    pub fn csv(&mut self, bytes: &[u8]) -> Result<ParsedFile, FileError> {
         let text = csv_text(bytes)?;
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
@@ -189,7 +195,7 @@ impl Job<'_> {
 
     /// Finds the header row among the first non-empty rows, then validates every row below it.
     fn sheet<'a>(
-        &self,
+        &mut self,
         name: Option<&str>,
         format: Format,
         rows: &mut dyn RowSource<'a>,
@@ -237,6 +243,12 @@ impl Job<'_> {
                 });
             }
             validator.push_row(row, &cells);
+            if validator.records.len() >= self.chunk_rows {
+                let chunk = std::mem::replace(&mut validator.records, Records::new(self.kind));
+                if (self.sink)(chunk).is_break() {
+                    return Err(FileError::Stopped);
+                }
+            }
         }
         Ok(SheetOutcome::Parsed(ParsedFile {
             format,

@@ -2,6 +2,7 @@
 //! zip and cfb crates for hand-made and hostile ones).
 
 use std::io::{Cursor, Write};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
@@ -1232,4 +1233,62 @@ fn a_broken_xlsb_is_damaged_not_a_crash() {
         matches!(error, FileError::Damaged { format: "xlsb", .. }),
         "{error:?}"
     );
+}
+
+#[test]
+fn streamed_rows_arrive_in_chunks_that_add_up_to_the_whole_file() {
+    let mut rows = vec![headers(&TEMPLATE_HEADERS)];
+    for i in 0..23 {
+        let email: &'static str = Box::leak(format!("s{i}@campus.in").into_boxed_str());
+        rows.push(student(2021000.0 + f64::from(i), email, "Asha"));
+    }
+    rows.push(student(2021003.0, "dup@campus.in", "Duplicate"));
+    let bytes = xlsx(&[("Students", rows)]);
+    let whole = read(&bytes, Format::Xlsx, Kind::Students).unwrap();
+
+    let mut chunks = Vec::new();
+    let streamed = stream_records(
+        &bytes,
+        Format::Xlsx,
+        Kind::Students,
+        &Limits::default(),
+        today(),
+        10,
+        &mut |chunk| {
+            chunks.push(chunk);
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        chunks.iter().map(Records::len).collect::<Vec<_>>(),
+        [10, 10]
+    );
+    let mut all: Vec<(u32, StudentRecord)> = Vec::new();
+    for chunk in chunks.into_iter().chain([streamed.records.clone()]) {
+        match chunk {
+            Records::Students(rows) => all.extend(rows),
+            Records::Stalls(_) => panic!("expected students"),
+        }
+    }
+    assert_eq!(all, students(&whole));
+    assert_eq!(streamed.rejected, whole.rejected);
+    assert_eq!(streamed.rows_seen, 24);
+
+    // A sink that gives up stops the read.
+    let mut taken = 0;
+    let stopped = stream_records(
+        &bytes,
+        Format::Xlsx,
+        Kind::Students,
+        &Limits::default(),
+        today(),
+        5,
+        &mut |_| {
+            taken += 1;
+            ControlFlow::Break(())
+        },
+    );
+    assert_eq!(stopped, Err(FileError::Stopped));
+    assert_eq!(taken, 1);
 }
