@@ -1,6 +1,7 @@
 //! The spreadsheet importer against real Postgres, Redis and an S3-compatible server, driven by
 //! real S3 event JSON through the Lambda handler.
 
+mod concurrent_writes;
 mod fixtures;
 mod hostile;
 mod idempotency;

@@ -253,7 +253,7 @@ pub async fn parse(
 
 /// Rows the reader hands the loader at a time. Each chunk costs a few round trips; smaller
 /// chunks start the load sooner and leave less of it after the last row is read.
-const CHUNK_ROWS: usize = 10_000;
+const CHUNK_ROWS: usize = 5_000;
 
 /// Chunks read ahead of the loader: the reader's lead, and the rows held at once.
 const CHUNKS_AHEAD: usize = 1;
@@ -380,8 +380,8 @@ impl Importer<'_> {
         let mut rejected = parsed.rejected;
         let (valid, db_rejected) = match parsed.records {
             Records::Students(rows) => {
-                let mixed_case = load::mixed_case_emails(&client).await?;
-                let checked = load::check_students(&client, rows, &mixed_case).await?;
+                let existing = load::Existing::read(&client, Kind::Students).await?;
+                let checked = load::check_students(&client, rows, &existing).await?;
                 (checked.accepted.len(), checked.rejected)
             }
             Records::Stalls(rows) => {
