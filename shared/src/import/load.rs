@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::spreadsheet::{Field, Records, RowError, SchoolRef, StallRecord, StudentRecord};
 use crate::token;
 
-/// What the upsert did.
+/// What the load did.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
     pub inserted: usize,
