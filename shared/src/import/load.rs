@@ -380,6 +380,23 @@ impl<'a> Loader<'a> {
         loaded.touched.extend(updated);
     }
 
+    /// An id and a freshly signed QR token for each new row, by its natural key.
+    fn identities<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k str>,
+        sign: fn(&SecretString, &str, &str, i64) -> Result<String, jsonwebtoken::errors::Error>,
+    ) -> Result<(Vec<Uuid>, Vec<String>), Error> {
+        // Time-ordered ids (UUIDv7) land at the right edge of the primary key's index instead
+        // of on random pages: about 6 % off the COPY here. The app's own are random (v4); both
+        // are plain UUIDs to it.
+        keys.map(|key| {
+            let token = sign(self.jwt_secret, key, &random_nonce(), self.issued_at)
+                .map_err(|e| Error::Failed(format!("signing a QR token: {e}")))?;
+            Ok((Uuid::now_v7(), token))
+        })
+        .collect()
+    }
+
     async fn load_students(&mut self, records: Vec<(u32, StudentRecord)>) -> Result<(), Error> {
         let client = self.client;
         let Checked {
@@ -410,22 +427,10 @@ impl<'a> Loader<'a> {
                     .map_err(|e| Error::Failed(format!("password hashing stopped: {e}")))??
             }
         };
-        // Time-ordered ids (UUIDv7) land at the right edge of the primary key's index instead
-        // of on random pages: about 6 % off the COPY here. The app's own are random (v4); both
-        // are plain UUIDs to it.
-        let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
-        let tokens = new
-            .iter()
-            .map(|&i| {
-                token::student_token(
-                    self.jwt_secret,
-                    accepted[i].1.registration_no.as_str(),
-                    &random_nonce(),
-                    self.issued_at,
-                )
-                .map_err(|e| Error::Failed(format!("signing a QR token: {e}")))
-            })
-            .collect::<Result<Vec<String>, Error>>()?;
+        let (ids, tokens) = self.identities(
+            new.iter().map(|&i| accepted[i].1.registration_no.as_str()),
+            token::student_token,
+        )?;
         if !new.is_empty() {
             let mut writer = copy_in(
                 client,
@@ -553,19 +558,10 @@ impl<'a> Loader<'a> {
         } = check_stalls(client, records).await?;
         let (old, new): (Vec<usize>, Vec<usize>) = (0..accepted.len())
             .partition(|&i| self.existing.contains(accepted[i].1.stall_number.as_str()));
-        let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
-        let tokens = new
-            .iter()
-            .map(|&i| {
-                token::stall_token(
-                    self.jwt_secret,
-                    accepted[i].1.stall_number.as_str(),
-                    &random_nonce(),
-                    self.issued_at,
-                )
-                .map_err(|e| Error::Failed(format!("signing a QR token: {e}")))
-            })
-            .collect::<Result<Vec<String>, Error>>()?;
+        let (ids, tokens) = self.identities(
+            new.iter().map(|&i| accepted[i].1.stall_number.as_str()),
+            token::stall_token,
+        )?;
         if !new.is_empty() {
             let mut writer = copy_in(
                 client,
