@@ -141,6 +141,26 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
         println!("  report {:.0} ms; QR caching of {} new rows {:.0} ms ({:.0} QRs/s)", get("report_ms"), report["qr_cached"], get("cache_ms"), report["qr_cached"].as_f64().unwrap_or(0.0) / get("cache_ms") * 1000.0);
         println!("  whole child process {:.2} s wall, peak memory {:.1} MiB", wall.as_secs_f64(), report["peak_memory_mib"].as_f64().unwrap_or(0.0));
 
+        // The same file uploaded again under another name: every row exists and is unchanged,
+        // the update path an admin's re-upload takes.
+        let again = "imports/students/bench-again.xlsx";
+        let put = s3.put_object().bucket(&bucket).key(again).body(bytes.clone().into()).send().await?;
+        let again_tag = put.e_tag().unwrap_or_default().trim_matches('"').to_string();
+        let output = Command::new(std::env::current_exe()?).args(["import-child", &copy_url, &bucket, again, &again_tag]).stderr(Stdio::inherit()).output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(format!("the re-import child failed: {text}").into());
+        }
+        let report: serde_json::Value = serde_json::from_str(text.trim())?;
+        let t = &report["timings"];
+        let get = |name: &str| t[name].as_f64().unwrap_or(0.0);
+        println!(
+            "the same file again: unchanged {}, parse+validate+load {:.2} s, peak memory {:.1} MiB",
+            report["counts"]["unchanged"],
+            (get("parse_ms") + get("load_ms")) / 1000.0,
+            report["peak_memory_mib"].as_f64().unwrap_or(0.0)
+        );
+
         // The same rows, one INSERT each (in one transaction), as the Node app did.
         let insert_url = fresh_database(&admin_url, &insert_db).await?;
         let parsed = spreadsheet::read_records(&bytes, spreadsheet::Format::Xlsx, Kind::Students, &Default::default(), chrono::Utc::now().date_naive())
