@@ -1,7 +1,7 @@
 //! An API over a database, cache and bucket of the test's own, and requests as API Gateway
 //! sends them.
 
-use end_to_end::{config_for, redis_url, s3_client, test_bucket, test_cache, TestDb, JWT_SECRET};
+use end_to_end::{config_with, s3_client, test_bucket, test_cache, TestDb, JWT_SECRET};
 use http_api::{handle, Api};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use lambda_http::{Body, Response};
@@ -19,26 +19,7 @@ pub struct World {
 }
 
 pub fn config_with_bucket(db: &TestDb, cache: &Cache, bucket: &str) -> Config {
-    let base = config_for(db, cache);
-    let vars = [
-        ("NEON_DATABASE_URL", db.url.clone()),
-        ("REDIS_URL", redis_url()),
-        ("CACHE_KEY_PREFIX", cache.settings().key_prefix.clone()),
-        (
-            "QR_CACHE_TTL_SECS",
-            cache.settings().ttl.as_secs().to_string(),
-        ),
-        ("JWT_SECRET", JWT_SECRET.to_string()),
-        ("IMPORT_BUCKET", bucket.to_string()),
-    ];
-    let config = Config::from_lookup(|name| {
-        vars.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-    })
-    .unwrap();
-    assert_eq!(config.cache, base.cache);
-    config
+    config_with(db, cache, &[("IMPORT_BUCKET", bucket.to_string())])
 }
 
 impl World {

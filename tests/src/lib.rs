@@ -127,8 +127,22 @@ pub fn test_cache_at(url: &str, ttl_secs: u64) -> Cache {
     Cache::connect_lazily(&SecretString::from(url.to_string()), settings).unwrap()
 }
 
+/// A loopback port no one listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The configuration the functions would read, for this database and cache.
 pub fn config_for(db: &TestDb, cache: &Cache) -> Config {
+    config_with(db, cache, &[])
+}
+
+/// [`config_for`] with more variables (`IMPORT_BUCKET`, ...).
+pub fn config_with(db: &TestDb, cache: &Cache, more: &[(&str, String)]) -> Config {
     let vars = [
         ("NEON_DATABASE_URL", db.url.clone()),
         ("REDIS_URL", redis_url()),
@@ -141,6 +155,8 @@ pub fn config_for(db: &TestDb, cache: &Cache) -> Config {
     ];
     Config::from_lookup(|name| {
         vars.iter()
+            .map(|(k, v)| (*k, v))
+            .chain(more.iter().map(|(k, v)| (*k, v)))
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.clone())
     })
@@ -291,11 +307,7 @@ pub struct PgBouncer {
 
 impl PgBouncer {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("qr-pgbouncer-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -366,11 +378,7 @@ pub struct SigningS3 {
 
 impl SigningS3 {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("qr-s3s-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = std::process::Command::new("s3s-fs")

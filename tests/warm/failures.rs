@@ -1,11 +1,10 @@
 //! Failures never cost the app its cache: Redis dropping mid-run, Postgres unreachable.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use end_to_end::{decode_data_url, test_cache, test_cache_at, warm_everything, TestDb};
+use end_to_end::{decode_data_url, free_port, test_cache, test_cache_at, warm_everything, TestDb};
 use redis::AsyncCommands;
 use shared::db::{Database, DatabaseSettings};
 use shared::qr::QrSettings;
@@ -67,14 +66,6 @@ fn answers_ping(port: u16) -> bool {
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
         && &reply == b"+PONG"
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Shuts the server down (saving first) as soon as the first batch is stored.
