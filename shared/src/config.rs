@@ -155,11 +155,6 @@ impl Config {
                 get("IMPORT_TIME_LIMIT_SECS"),
                 import_default.time_limit.as_secs(),
             )?),
-            lease: Duration::from_secs(parse_or(
-                "IMPORT_LEASE_SECS",
-                get("IMPORT_LEASE_SECS"),
-                import_default.lease.as_secs(),
-            )?),
             busy_wait: Duration::from_secs(parse_or(
                 "IMPORT_BUSY_WAIT_SECS",
                 get("IMPORT_BUSY_WAIT_SECS"),

@@ -15,6 +15,14 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_imports",
         include_str!("../../migrations/0002_imports.sql"),
     ),
+    (
+        "0003_app_events_and_rules",
+        include_str!("../../migrations/0003_app_events_and_rules.sql"),
+    ),
+    (
+        "0004_import_claims",
+        include_str!("../../migrations/0004_import_claims.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet recorded; returns the versions it applied.

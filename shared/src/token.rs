@@ -14,15 +14,6 @@ struct StudentClaims<'a> {
     iat: i64,
 }
 
-#[derive(Serialize)]
-struct StallClaims<'a> {
-    n: &'a str,
-    t: &'static str,
-    s: &'a str,
-    iat: i64,
-}
-
-/// 4 hex characters, as the app's `crypto.randomBytes(2).toString('hex')`.
 pub fn nonce(value: u16) -> String {
     format!("{value:04x}")
 }
@@ -55,21 +46,24 @@ pub fn student_token(
     )
 }
 
+/// Characters of the stall token's MAC: 48 bits, as many as the app's rotating tokens carry.
+const STALL_MAC_HEX: usize = 12;
+
+/// A stall's QR token: `STALL_{stall_number}_{MAC}`. The app's scanner accepts any token with
+/// the `STALL_` prefix and finds the stall by the whole token, so this scans like the app's own
+/// `STALL_{stall_number}`; the MAC (HMAC-SHA256 keyed with `JWT_SECRET`, upper-case hex) makes it
+/// unguessable while keeping the printed code sparse (about 30 characters, not a 145-character
+/// JWT). The same stall number and secret always give the same token.
 pub fn stall_token(
     secret: &SecretString,
     stall_number: &str,
-    nonce: &str,
-    issued_at: i64,
-) -> Result<String, jsonwebtoken::errors::Error> {
-    sign(
-        secret,
-        &StallClaims {
-            n: nonce,
-            t: "T",
-            s: stall_number,
-            iat: issued_at,
-        },
-    )
+) -> Result<String, hmac::digest::InvalidLength> {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose_secret().as_bytes())?;
+    mac.update(b"STALL_");
+    mac.update(stall_number.as_bytes());
+    let digest = hex::encode_upper(mac.finalize().into_bytes());
+    Ok(format!("STALL_{stall_number}_{}", &digest[..STALL_MAC_HEX]))
 }
 
 #[cfg(test)]
@@ -112,13 +106,24 @@ mod tests {
     }
 
     #[test]
-    fn stall_tokens_are_signed_with_type_t() {
+    fn stall_tokens_scan_like_the_apps_and_are_keyed() {
         let secret = SecretString::from("app-secret");
-        let token = stall_token(&secret, "A-17", &nonce(0xbeef), 1_700_000_000).unwrap();
-        assert_eq!(
-            claims(&token),
-            json!({"n": "beef", "t": "T", "s": "A-17", "iat": 1_700_000_000})
+        let token = stall_token(&secret, "A-17").unwrap();
+        // The app's scanner: a `STALL_` prefix, then the stall found by the whole token.
+        assert!(token.starts_with("STALL_A-17_"), "{token}");
+        assert_eq!(token.len(), "STALL_A-17_".len() + STALL_MAC_HEX);
+        assert_eq!(token, stall_token(&secret, "A-17").unwrap());
+        assert_ne!(
+            token,
+            stall_token(&SecretString::from("other"), "A-17").unwrap()
         );
+        assert_ne!(token, stall_token(&secret, "A-18").unwrap());
+        // The MAC is HMAC-SHA256 over "STALL_{number}".
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"app-secret").unwrap();
+        mac.update(b"STALL_A-17");
+        let expected = hex::encode_upper(mac.finalize().into_bytes());
+        assert_eq!(&token["STALL_A-17_".len()..], &expected[..STALL_MAC_HEX]);
         assert_eq!(nonce(7), "0007");
     }
 }

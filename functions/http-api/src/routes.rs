@@ -8,7 +8,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use shared::auth::{Principal, Role};
 use shared::db::Kind;
-use shared::import::{claim, event, Importer};
+use shared::import::{claim, event, BlankCells, Importer};
 use shared::qr_reads::{self, ReadError, Source};
 use shared::spreadsheet::Format;
 use shared::telemetry::Metrics;
@@ -204,6 +204,42 @@ struct NewImport {
     filename: String,
     /// Bytes the admin will upload; bound into the signature.
     size: u64,
+    /// The event of the uploaded stalls that name none: its code or id.
+    event: Option<String>,
+    /// `keep` (the default) or `clear`: what a blank cell does to a stored value.
+    blank_cells: Option<BlankCells>,
+}
+
+/// The upload's event, by code (case-insensitively) or id; unknown is a 422 naming it.
+async fn resolve_event(
+    client: &tokio_postgres::Client,
+    kind: Kind,
+    event: Option<&str>,
+) -> Result<Option<Uuid>, ApiError> {
+    let Some(event) = event.map(str::trim).filter(|e| !e.is_empty()) else {
+        return Ok(None);
+    };
+    if kind != Kind::Stalls {
+        return Err(ApiError::bad_request(
+            "`event` applies to stalls imports only",
+        ));
+    }
+    let id = Uuid::parse_str(event).ok();
+    let rows = client
+        .query_typed(
+            "SELECT id FROM events WHERE id = $1 OR lower(event_code) = lower($2)",
+            &[(&id, Type::UUID), (&event, Type::TEXT)],
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    match rows.first() {
+        Some(row) => Ok(Some(row.get(0))),
+        None => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_event",
+            format!("no event has the code or id `{event}`"),
+        )),
+    }
 }
 
 /// A file name safe in a key: its last path part, letters, digits, `.`, `-`, `_` only.
@@ -277,11 +313,21 @@ pub async fn create_import(
         tracing::warn!(error = %error, "Postgres unavailable for a new import");
         ApiError::unavailable()
     })?;
+    let event = resolve_event(&client, kind, body.event.as_deref()).await?;
+    let blank_cells = body.blank_cells.unwrap_or_default().as_str();
     let kind_name = kind.table();
     client
         .query_typed(
-            "INSERT INTO imports (id, kind, bucket, object_key, status) VALUES ($1, $2, $3, $4, 'awaiting_upload')",
-            &[(&id, Type::UUID), (&kind_name, Type::TEXT), (&bucket, Type::TEXT), (&key, Type::TEXT)],
+            "INSERT INTO imports (id, kind, bucket, object_key, status, blank_cells, event_id)
+             VALUES ($1, $2, $3, $4, 'awaiting_upload', $5, $6)",
+            &[
+                (&id, Type::UUID),
+                (&kind_name, Type::TEXT),
+                (&bucket, Type::TEXT),
+                (&key, Type::TEXT),
+                (&blank_cells, Type::TEXT),
+                (&event, Type::UUID),
+            ],
         )
         .await
         .map_err(ApiError::internal)?;
@@ -321,17 +367,21 @@ pub async fn import_status(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found("no import with this id"))?;
-    let report_url = match &record.report_key {
-        Some(key) => Some(
-            api.storage
-                .presign_get(&record.bucket, key, PRESIGNED_FOR)
-                .await
-                .map_err(ApiError::internal)?,
-        ),
-        None => None,
-    };
+    let mut urls = Vec::new();
+    for key in [&record.report_key, &record.rejected_key] {
+        urls.push(match key {
+            Some(key) => Some(
+                api.storage
+                    .presign_get(&record.bucket, key, PRESIGNED_FOR)
+                    .await
+                    .map_err(ApiError::internal)?,
+            ),
+            None => None,
+        });
+    }
     let mut body = serde_json::to_value(&record).map_err(ApiError::internal)?;
-    body["report_url"] = serde_json::json!(report_url);
+    body["report_url"] = serde_json::json!(urls[0]);
+    body["rejected_url"] = serde_json::json!(urls[1]);
     Ok(respond::json(StatusCode::OK, &body))
 }
 
@@ -340,6 +390,9 @@ pub async fn import_status(
 struct Validate {
     key: Option<String>,
     import_id: Option<Uuid>,
+    /// As in `POST /imports`; an `import_id` brings the options it was created with.
+    event: Option<String>,
+    blank_cells: Option<BlankCells>,
 }
 
 pub async fn validate(
@@ -354,22 +407,29 @@ pub async fn validate(
         tracing::warn!(error = %error, "a service is unavailable for a dry run");
         ApiError::unavailable()
     };
-    let key = match (body.key, body.import_id) {
-        (Some(key), None) => key,
+    let client = api.reader.db().client().await.map_err(unavailable)?;
+    let (key, stored) = match (body.key, body.import_id) {
+        (Some(key), None) => (key, None),
         (None, Some(id)) => {
-            let client = api.reader.db().client().await.map_err(unavailable)?;
-            claim::find(&client, id)
+            let record = claim::find(&client, id)
                 .await
                 .map_err(ApiError::internal)?
-                .ok_or_else(|| ApiError::not_found("no import with this id"))?
-                .object_key
+                .ok_or_else(|| ApiError::not_found("no import with this id"))?;
+            (record.object_key.clone(), Some(record.options()))
         }
         _ => return Err(ApiError::bad_request("give either `key` or `import_id`")),
     };
-    if event::classify(&key).is_err() {
+    let Ok((kind, _)) = event::classify(&key) else {
         return Err(ApiError::bad_request(
             "the key must be a spreadsheet under imports/students/ or imports/stalls/",
         ));
+    };
+    let mut options = stored.unwrap_or_default();
+    if let Some(event) = resolve_event(&client, kind, body.event.as_deref()).await? {
+        options.event = Some(event);
+    }
+    if let Some(blank_cells) = body.blank_cells {
+        options.blank_cells = blank_cells;
     }
     let importer = Importer {
         db: api.reader.db(),
@@ -377,7 +437,10 @@ pub async fn validate(
         storage: &api.storage,
         config: &api.config,
     };
-    let dry = importer.dry_run(bucket, &key).await.map_err(unavailable)?;
+    let dry = importer
+        .dry_run(bucket, &key, options)
+        .await
+        .map_err(unavailable)?;
     Ok(respond::json(StatusCode::OK, &dry))
 }
 

@@ -1,17 +1,74 @@
-//! The `imports` table: each uploaded object version is claimed once. A redelivered event finds
-//! the earlier outcome; two deliveries at once find one claim; a claim whose run crashed can be
-//! taken over once its lease has expired.
-
-use std::time::Duration;
+//! The `imports` table: each uploaded object version has one row, and the run importing it holds
+//! that row locked in the import's own transaction. So a redelivered event finds the earlier
+//! outcome, two deliveries at once find one holder, and a run that dies (timeout, out of memory,
+//! a killed process) releases its claim with its connection: the retry takes over at once, with
+//! no lease to wait out. Every run bumps `attempts` when it takes the row, and its `finish`
+//! writes only if the count is still its own, so a run that lost its claim cannot commit.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, GenericClient, Row};
+use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
 use super::event::ImportTarget;
+use super::options::{BlankCells, ImportOptions};
 use crate::error::Error;
+
+/// Where an import stands; `as_str` is the `imports.status` column's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportStatus {
+    AwaitingUpload,
+    Processing,
+    Succeeded,
+    PartiallySucceeded,
+    Failed,
+}
+
+impl ImportStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportStatus::AwaitingUpload => "awaiting_upload",
+            ImportStatus::Processing => "processing",
+            ImportStatus::Succeeded => "succeeded",
+            ImportStatus::PartiallySucceeded => "partially_succeeded",
+            ImportStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(text: &str) -> Result<ImportStatus, Error> {
+        [
+            ImportStatus::AwaitingUpload,
+            ImportStatus::Processing,
+            ImportStatus::Succeeded,
+            ImportStatus::PartiallySucceeded,
+            ImportStatus::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+        .ok_or_else(|| Error::Failed(format!("an import has the unknown status `{text}`")))
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(
+            self,
+            ImportStatus::AwaitingUpload | ImportStatus::Processing
+        )
+    }
+}
+
+impl std::fmt::Display for ImportStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ImportStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// An `imports` row as the status page shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -20,7 +77,7 @@ pub struct ImportRecord {
     pub kind: String,
     pub bucket: String,
     pub object_key: String,
-    pub status: String,
+    pub status: ImportStatus,
     pub rows_total: i32,
     pub rows_inserted: i32,
     pub rows_updated: i32,
@@ -28,136 +85,162 @@ pub struct ImportRecord {
     pub rows_rejected: i32,
     /// Why the file failed, or the first rejected rows.
     pub reasons: serde_json::Value,
+    /// Set once the report is in S3.
     pub report_key: Option<String>,
+    /// The rejected rows, ready to fix and upload again; set once written.
+    pub rejected_key: Option<String>,
     pub attempts: i32,
+    pub blank_cells: BlankCells,
+    pub event_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, kind, bucket, object_key, status, rows_total, rows_inserted, rows_updated, \
-                       rows_unchanged, rows_rejected, reasons, report_key, attempts, created_at, finished_at";
+const COLUMNS: &str =
+    "id, kind, bucket, object_key, status, rows_total, rows_inserted, rows_updated, \
+                       rows_unchanged, rows_rejected, reasons, report_key, rejected_key, attempts, \
+                       blank_cells, event_id, created_at, finished_at";
 
 impl ImportRecord {
-    fn from_row(row: &Row) -> Result<Self, tokio_postgres::Error> {
+    fn from_row(row: &Row) -> Result<Self, Error> {
+        let context = "reading an import";
+        let get_error = |e| Error::postgres(context, e);
+        let status: String = row.try_get(4).map_err(get_error)?;
+        let blank_cells: String = row.try_get(14).map_err(get_error)?;
         Ok(ImportRecord {
-            id: row.try_get(0)?,
-            kind: row.try_get(1)?,
-            bucket: row.try_get(2)?,
-            object_key: row.try_get(3)?,
-            status: row.try_get(4)?,
-            rows_total: row.try_get(5)?,
-            rows_inserted: row.try_get(6)?,
-            rows_updated: row.try_get(7)?,
-            rows_unchanged: row.try_get(8)?,
-            rows_rejected: row.try_get(9)?,
-            reasons: row.try_get(10)?,
-            report_key: row.try_get(11)?,
-            attempts: row.try_get(12)?,
-            created_at: row.try_get(13)?,
-            finished_at: row.try_get(14)?,
+            id: row.try_get(0).map_err(get_error)?,
+            kind: row.try_get(1).map_err(get_error)?,
+            bucket: row.try_get(2).map_err(get_error)?,
+            object_key: row.try_get(3).map_err(get_error)?,
+            status: ImportStatus::parse(&status)?,
+            rows_total: row.try_get(5).map_err(get_error)?,
+            rows_inserted: row.try_get(6).map_err(get_error)?,
+            rows_updated: row.try_get(7).map_err(get_error)?,
+            rows_unchanged: row.try_get(8).map_err(get_error)?,
+            rows_rejected: row.try_get(9).map_err(get_error)?,
+            reasons: row.try_get(10).map_err(get_error)?,
+            report_key: row.try_get(11).map_err(get_error)?,
+            rejected_key: row.try_get(12).map_err(get_error)?,
+            attempts: row.try_get(13).map_err(get_error)?,
+            blank_cells: blank_cells.parse().map_err(Error::Failed)?,
+            event_id: row.try_get(15).map_err(get_error)?,
+            created_at: row.try_get(16).map_err(get_error)?,
+            finished_at: row.try_get(17).map_err(get_error)?,
         })
     }
 
     pub fn is_finished(&self) -> bool {
-        self.status != "processing" && self.status != "awaiting_upload"
+        self.status.is_finished()
+    }
+
+    pub fn options(&self) -> ImportOptions {
+        ImportOptions {
+            blank_cells: self.blank_cells,
+            event: self.event_id,
+        }
     }
 }
 
-/// The outcome of trying to claim an object version.
+/// Makes sure the object version has its row and answers its id. An upload made through the
+/// API's presigned URL already has one, awaiting the file (with the admin's options); any other
+/// upload gets a new one.
+pub async fn register(client: &Client, target: &ImportTarget) -> Result<Uuid, Error> {
+    let context = "registering the import";
+    // A concurrent delivery's row, committed while this statement ran, is invisible to its
+    // snapshot: the next attempt sees it.
+    for _ in 0..3 {
+        let rows = client
+            .query_typed(
+                "WITH adopted AS (
+                   UPDATE imports SET object_version = $3, status = 'processing'
+                    WHERE bucket = $1 AND object_key = $2 AND object_version IS NULL
+                      AND status = 'awaiting_upload'
+                   RETURNING id
+                 ), inserted AS (
+                   INSERT INTO imports (kind, bucket, object_key, object_version, status)
+                   SELECT $4, $1, $2, $3, 'processing' WHERE NOT EXISTS (SELECT 1 FROM adopted)
+                   ON CONFLICT (bucket, object_key, object_version) DO NOTHING
+                   RETURNING id
+                 )
+                 SELECT id FROM adopted UNION ALL SELECT id FROM inserted
+                 UNION ALL SELECT id FROM imports
+                  WHERE bucket = $1 AND object_key = $2 AND object_version = $3
+                 LIMIT 1",
+                &[
+                    (&target.bucket, Type::TEXT),
+                    (&target.key, Type::TEXT),
+                    (&target.version, Type::TEXT),
+                    (&target.kind.table(), Type::TEXT),
+                ],
+            )
+            .await
+            .map_err(|e| Error::postgres(context, e))?;
+        if let Some(row) = rows.first() {
+            return Ok(row.get(0));
+        }
+    }
+    Err(Error::Failed(format!(
+        "the import of {} could not be registered: it changed under three attempts",
+        target.key
+    )))
+}
+
+/// This run's hold on an import: the row is locked by the open transaction.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub record: ImportRecord,
+    /// The `attempts` count this run set; `finish` checks it.
+    pub attempt: i32,
+}
+
+/// What a run found when it tried to take an import.
 #[derive(Debug)]
 pub enum Claim {
-    /// This run does the import.
-    Claimed(Uuid),
-    /// Another run holds a live claim.
+    /// This run holds it, in the open transaction.
+    Claimed(Held),
+    /// A live run holds it.
     Busy(ImportRecord),
     /// Done before: the earlier outcome.
     Finished(ImportRecord),
 }
 
-pub async fn claim(
-    client: &Client,
-    target: &ImportTarget,
-    lease: Duration,
-) -> Result<Claim, Error> {
+/// Takes the import's row inside the caller's open transaction. A row another transaction has
+/// locked belongs to a live run; an unlocked row still `processing` was left by a run that died,
+/// and is taken over.
+pub async fn take(client: &Client, id: Uuid) -> Result<Claim, Error> {
     let context = "claiming the import";
-    let lease_secs = lease.as_secs_f64();
-    let kind = target.kind.table();
-    // An upload made through the API's presigned URL already has its row, awaiting the file;
-    // any other upload gets a new one. Both statements run in one, so concurrent deliveries
-    // serialise on the row and the unique key.
-    let claimed = client
-        .query_typed(
-            "WITH adopted AS (
-               UPDATE imports
-                  SET object_version = $3, status = 'processing', attempts = attempts + 1,
-                      started_at = now(), lease_expires_at = now() + make_interval(secs => $4)
-                WHERE bucket = $1 AND object_key = $2 AND object_version IS NULL
-                  AND status = 'awaiting_upload'
-               RETURNING id
-             ), inserted AS (
-               INSERT INTO imports (kind, bucket, object_key, object_version, status, attempts,
-                                    started_at, lease_expires_at)
-               SELECT $5, $1, $2, $3, 'processing', 1, now(), now() + make_interval(secs => $4)
-                WHERE NOT EXISTS (SELECT 1 FROM adopted)
-               ON CONFLICT (bucket, object_key, object_version) DO UPDATE
-                  SET attempts = imports.attempts + 1, started_at = now(),
-                      lease_expires_at = EXCLUDED.lease_expires_at
-                WHERE imports.status = 'processing' AND imports.lease_expires_at < now()
-               RETURNING id
-             )
-             SELECT id FROM adopted UNION ALL SELECT id FROM inserted",
-            &[
-                (&target.bucket, Type::TEXT),
-                (&target.key, Type::TEXT),
-                (&target.version, Type::TEXT),
-                (&lease_secs, Type::FLOAT8),
-                (&kind, Type::TEXT),
-            ],
-        )
+    let sql = format!("SELECT {COLUMNS} FROM imports WHERE id = $1 FOR UPDATE SKIP LOCKED");
+    let rows = client
+        .query_typed(&sql, &[(&id, Type::UUID)])
         .await
         .map_err(|e| Error::postgres(context, e))?;
-    if let Some(row) = claimed.first() {
-        return Ok(Claim::Claimed(row.get(0)));
+    let Some(row) = rows.first() else {
+        let record = find(client, id)
+            .await?
+            .ok_or_else(|| Error::Failed(format!("import {id} vanished while it was claimed")))?;
+        return Ok(Claim::Busy(record));
+    };
+    let mut record = ImportRecord::from_row(row)?;
+    if record.is_finished() {
+        return Ok(Claim::Finished(record));
     }
-    let sql = format!("SELECT {COLUMNS} FROM imports WHERE bucket = $1 AND object_key = $2 AND object_version = $3");
-    let row = client
+    let attempt: i32 = client
         .query_typed(
-            &sql,
-            &[
-                (&target.bucket, Type::TEXT),
-                (&target.key, Type::TEXT),
-                (&target.version, Type::TEXT),
-            ],
-        )
-        .await
-        .map_err(|e| Error::postgres(context, e))?;
-    let record = row
-        .first()
-        .map(ImportRecord::from_row)
-        .transpose()
-        .map_err(|e| Error::postgres(context, e))?
-        .ok_or_else(|| Error::Failed("the import's claim vanished while it was read".into()))?;
-    Ok(if record.is_finished() {
-        Claim::Finished(record)
-    } else {
-        Claim::Busy(record)
-    })
-}
-
-/// Gives the claim up after an infrastructure failure, so Lambda's retry takes it over at once.
-pub async fn release(client: &Client, id: Uuid) -> Result<(), Error> {
-    client
-        .query_typed(
-            "UPDATE imports SET lease_expires_at = now() WHERE id = $1 AND status = 'processing'",
+            "UPDATE imports SET attempts = attempts + 1, started_at = now() WHERE id = $1
+             RETURNING attempts",
             &[(&id, Type::UUID)],
         )
         .await
-        .map(|_| ())
-        .map_err(|e| Error::postgres("releasing the import claim", e))
+        .map_err(|e| Error::postgres(context, e))?
+        .first()
+        .map(|row| row.get(0))
+        .ok_or_else(|| Error::Failed(format!("import {id} vanished while it was claimed")))?;
+    record.attempts = attempt;
+    Ok(Claim::Claimed(Held { record, attempt }))
 }
 
 /// The final counts, written in the same transaction as the rows themselves.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counts {
     pub rows: i32,
     pub inserted: i32,
@@ -166,45 +249,112 @@ pub struct Counts {
     pub rejected: i32,
 }
 
-pub async fn finish(
-    client: &impl GenericClient,
+/// What a finished import records.
+pub struct Outcome<'a> {
+    pub status: ImportStatus,
+    pub counts: &'a Counts,
+    pub reasons: &'a serde_json::Value,
+    /// The whole report, from which the files in S3 are written.
+    pub report: &'a serde_json::Value,
+    /// Rows whose QR images are to be cached.
+    pub qr_pending: &'a [Uuid],
+}
+
+/// Records the outcome, fenced on the claim: a run that no longer holds it writes nothing.
+pub async fn finish(client: &Client, held: &Held, outcome: &Outcome<'_>) -> Result<(), Error> {
+    let updated = client
+        .query_typed(
+            "UPDATE imports
+                SET status = $3, rows_total = $4, rows_inserted = $5, rows_updated = $6,
+                    rows_unchanged = $7, rows_rejected = $8, reasons = $9, report = $10,
+                    qr_pending = $11, finished_at = now(), lease_expires_at = NULL
+              WHERE id = $1 AND attempts = $2 AND status = 'processing'
+             RETURNING id",
+            &[
+                (&held.record.id, Type::UUID),
+                (&held.attempt, Type::INT4),
+                (&outcome.status.as_str(), Type::TEXT),
+                (&outcome.counts.rows, Type::INT4),
+                (&outcome.counts.inserted, Type::INT4),
+                (&outcome.counts.updated, Type::INT4),
+                (&outcome.counts.unchanged, Type::INT4),
+                (&outcome.counts.rejected, Type::INT4),
+                (outcome.reasons, Type::JSONB),
+                (outcome.report, Type::JSONB),
+                (&outcome.qr_pending, Type::UUID_ARRAY),
+            ],
+        )
+        .await
+        .map_err(|e| Error::postgres("recording the import's outcome", e))?;
+    if updated.is_empty() {
+        return Err(Error::Failed(format!(
+            "import {} was taken over by another run (attempt {} is no longer current); this run's work is discarded",
+            held.record.id, held.attempt
+        )));
+    }
+    Ok(())
+}
+
+/// What a finished import still owes after its commit.
+pub struct Unfinished {
+    /// The stored report, when its files are not yet in S3.
+    pub report: Option<serde_json::Value>,
+    pub qr_pending: Option<Vec<Uuid>>,
+}
+
+pub async fn unfinished(client: &Client, id: Uuid) -> Result<Unfinished, Error> {
+    let rows = client
+        .query_typed(
+            "SELECT CASE WHEN report_written_at IS NULL THEN report END, qr_pending
+               FROM imports WHERE id = $1",
+            &[(&id, Type::UUID)],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading what an import still owes", e))?;
+    Ok(match rows.first() {
+        Some(row) => Unfinished {
+            report: row.get(0),
+            qr_pending: row.get(1),
+        },
+        None => Unfinished {
+            report: None,
+            qr_pending: None,
+        },
+    })
+}
+
+/// The report's files are in S3.
+pub async fn reports_written(
+    client: &Client,
     id: Uuid,
-    status: &str,
-    counts: &Counts,
-    reasons: &serde_json::Value,
+    report_key: &str,
+    rejected_key: Option<&str>,
 ) -> Result<(), Error> {
     client
         .query_typed(
-            "UPDATE imports
-                SET status = $2, rows_total = $3, rows_inserted = $4, rows_updated = $5,
-                    rows_unchanged = $6, rows_rejected = $7, reasons = $8,
-                    finished_at = now(), lease_expires_at = NULL
+            "UPDATE imports SET report_key = $2, rejected_key = $3, report_written_at = now()
               WHERE id = $1",
             &[
                 (&id, Type::UUID),
-                (&status, Type::TEXT),
-                (&counts.rows, Type::INT4),
-                (&counts.inserted, Type::INT4),
-                (&counts.updated, Type::INT4),
-                (&counts.unchanged, Type::INT4),
-                (&counts.rejected, Type::INT4),
-                (reasons, Type::JSONB),
+                (&report_key, Type::TEXT),
+                (&rejected_key, Type::TEXT),
             ],
         )
         .await
         .map(|_| ())
-        .map_err(|e| Error::postgres("recording the import's outcome", e))
+        .map_err(|e| Error::postgres("recording the report's keys", e))
 }
 
-pub async fn set_report_key(client: &Client, id: Uuid, key: &str) -> Result<(), Error> {
+/// The import's QR images are cached.
+pub async fn qr_cached(client: &Client, id: Uuid) -> Result<(), Error> {
     client
         .query_typed(
-            "UPDATE imports SET report_key = $2 WHERE id = $1",
-            &[(&id, Type::UUID), (&key, Type::TEXT)],
+            "UPDATE imports SET qr_pending = NULL WHERE id = $1",
+            &[(&id, Type::UUID)],
         )
         .await
         .map(|_| ())
-        .map_err(|e| Error::postgres("recording the report's key", e))
+        .map_err(|e| Error::postgres("recording the cached QR images", e))
 }
 
 /// One import by id, for the status page.
@@ -214,8 +364,5 @@ pub async fn find(client: &Client, id: Uuid) -> Result<Option<ImportRecord>, Err
         .query_typed(&sql, &[(&id, Type::UUID)])
         .await
         .map_err(|e| Error::postgres("reading an import", e))?;
-    rows.first()
-        .map(ImportRecord::from_row)
-        .transpose()
-        .map_err(|e| Error::postgres("reading an import", e))
+    rows.first().map(ImportRecord::from_row).transpose()
 }

@@ -1,138 +1,233 @@
-//! Loading valid rows, a chunk at a time while the rest of the file is still being read:
-//! schools resolved by name or id, conflicts with other records rejected, then new rows
-//! binary-COPied straight into the app's table and changed rows updated in one set-based
-//! statement. Runs inside the caller's transaction, which also records the outcome, so a
-//! file refused part-way leaves nothing behind.
+//! Loading valid rows, a chunk at a time while the rest of the file is still being read. Each
+//! chunk is first planned, then (unless this is a preview) written; the preview and the import
+//! run the same plan, so they cannot disagree:
+//!
+//! - checks against the database: the school and the event exist, an email is not another
+//!   student's, a key is not an existing one in other letter case;
+//! - existing rows are read (and locked, when writing) and merged with the file's values: a
+//!   column the file lacks keeps its stored value, a blank cell keeps it too unless the upload
+//!   asked to clear blanks; every value that changes is listed, old -> new;
+//! - new rows are binary-COPied straight into the app's table and changed rows updated in one
+//!   set-based statement. A value the database still refuses is isolated to its row: the
+//!   chunk's write is retried row by row under savepoints, and the refused row is rejected with
+//!   the database's reason while the others load.
 //!
 //! New and existing rows are told apart by the keys read when the import starts, not by
 //! `INSERT ... ON CONFLICT`: COPY inserts rows in batches and skips the speculative insertion
 //! an upsert pays per row (1.3 s against 2.3 s for 100,000 students here). If the app inserts
-//! one of the file's keys meanwhile, the COPY fails on the unique key; if it deletes one, the
-//! update finds it missing. Either way the transaction rolls back and the import fails and
-//! is retried, and the retry sees the row as it now is.
-//!
-//! A file may hold 200,000 rows, so nothing here copies the records: checks borrow their
-//! strings, rejected rows are dropped in place, and updates answer with one array of ids
-//! rather than a row per record.
+//! one of the file's keys meanwhile, the COPY fails on the unique key and the import fails, to
+//! be retried; the retry sees the row as it now is.
 
 use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::{pin_mut, TryStreamExt};
 use secrecy::SecretString;
+use serde::Serialize;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use super::options::{BlankCells, ImportOptions};
 use super::PasswordPolicy;
 use crate::db::Kind;
 use crate::error::Error;
-use crate::spreadsheet::{Field, Records, RowError, SchoolRef, StallRecord, StudentRecord};
+use crate::spreadsheet::{
+    EventRef, Field, Optional, OriginalRow, Records, RowError, SchoolRef, StallRecord,
+    StudentRecord,
+};
 use crate::token;
 
-/// What the load did.
+/// What happens to one valid row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Insert,
+    Update,
+    Unchanged,
+}
+
+/// One changed value of an updated row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Change {
+    pub field: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// An updated row and what changed in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct UpdatedRow {
+    pub row: u32,
+    pub key: String,
+    pub changes: Vec<Change>,
+}
+
+/// What the load did (or, in a preview, would do).
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
     pub inserted: usize,
     pub updated: usize,
     pub unchanged: usize,
-    /// Rows refused against the database (unknown school, a record that is someone else's).
+    /// Every valid row's action, by sheet row number.
+    pub actions: Vec<(u32, Action)>,
+    /// The updated rows with their changes.
+    pub changes: Vec<UpdatedRow>,
+    /// Rows refused against the database (unknown school or event, a record that is someone
+    /// else's, a value the database refuses).
     pub rejected: Vec<RowError>,
+    pub rejected_originals: HashMap<u32, OriginalRow>,
     /// Ids of the inserted and updated rows, whose QR images are cached next.
     pub touched: Vec<Uuid>,
 }
 
-/// Rows checked against the database: those that may be written, each with its school id.
-pub struct Checked<R> {
-    pub accepted: Vec<(u32, R)>,
-    pub schools: Vec<Uuid>,
-    pub rejected: Vec<RowError>,
+/// Whether the plan is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Write,
+    Preview,
 }
 
-fn reject(row: u32, field: Field, reason: String) -> RowError {
-    RowError {
-        row,
-        column: Arc::from(field.name()),
-        field,
-        reason: reason.into(),
-    }
+/// The database as the import found it, as far as the checks need it. Read once when the import
+/// starts: probing the indexes per chunk instead cost about 40 ms per 10,000 rows here. Rows the
+/// file itself adds need no look-up, since the parser refuses a key or an email that repeats
+/// within the file.
+#[derive(Debug, Default)]
+pub struct Existing {
+    /// Every natural key, lower-cased, to the key as stored.
+    keys: HashMap<String, String>,
+    /// Each student email's owner (emails are stored lower-cased by the app).
+    email_owners: HashMap<String, String>,
+    schools_by_name: HashMap<String, Uuid>,
+    school_names: HashMap<Uuid, String>,
+    events_by_code: HashMap<String, Uuid>,
+    event_codes: HashMap<Uuid, String>,
 }
 
-/// School ids by lower-cased name, and the known ids, for the schools the rows name.
-async fn resolve_schools<'a>(
+async fn stream_rows(
     client: &Client,
-    refs: impl Iterator<Item = &'a SchoolRef>,
-) -> Result<(HashMap<String, Uuid>, HashSet<Uuid>), Error> {
-    let mut names = HashSet::new();
-    let mut ids = HashSet::new();
-    for school in refs {
-        match school {
-            SchoolRef::Name(name) => {
-                names.insert(name.trim().to_lowercase());
-            }
-            SchoolRef::Id(id) => {
-                ids.insert(*id);
-            }
-        }
-    }
-    let names: Vec<String> = names.into_iter().collect();
-    let ids: Vec<Uuid> = ids.into_iter().collect();
+    sql: &str,
+    context: &'static str,
+    mut each: impl FnMut(tokio_postgres::Row),
+) -> Result<(), Error> {
     let rows = client
-        .query_typed(
-            "SELECT id, lower(school_name) FROM schools WHERE lower(school_name) = ANY($1) OR id = ANY($2)",
-            &[(&names, Type::TEXT_ARRAY), (&ids, Type::UUID_ARRAY)],
-        )
+        .query_typed_raw(sql, std::iter::empty::<(&(dyn ToSql + Sync), Type)>())
         .await
-        .map_err(|e| Error::postgres("looking up schools", e))?;
-    let mut by_name = HashMap::new();
-    let mut known_ids = HashSet::new();
-    for row in rows {
-        let id: Uuid = row.get(0);
-        by_name.insert(row.get::<_, String>(1), id);
-        known_ids.insert(id);
+        .map_err(|e| Error::postgres(context, e))?;
+    pin_mut!(rows);
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| Error::postgres(context, e))?
+    {
+        each(row);
     }
-    Ok((by_name, known_ids))
+    Ok(())
 }
 
-fn school_id(
-    school: &SchoolRef,
-    by_name: &HashMap<String, Uuid>,
-    ids: &HashSet<Uuid>,
-) -> Result<Uuid, String> {
-    match school {
-        SchoolRef::Id(id) if ids.contains(id) => Ok(*id),
-        SchoolRef::Id(id) => Err(format!("unknown school id {id}")),
-        SchoolRef::Name(name) => by_name
-            .get(&name.trim().to_lowercase())
-            .copied()
-            .ok_or_else(|| format!("unknown school \"{name}\"")),
+impl Existing {
+    pub async fn read(client: &Client, kind: Kind) -> Result<Existing, Error> {
+        let mut existing = Existing::default();
+        let sql = match kind {
+            Kind::Students => "SELECT registration_no::text, lower(email) FROM students",
+            Kind::Stalls => "SELECT stall_number::text, NULL::text FROM stalls",
+        };
+        stream_rows(client, sql, "reading the existing rows", |row| {
+            let key: String = row.get(0);
+            if let Some(email) = row.get::<_, Option<String>>(1) {
+                existing.email_owners.insert(email, key.clone());
+            }
+            existing.keys.insert(key.to_lowercase(), key);
+        })
+        .await?;
+        stream_rows(
+            client,
+            "SELECT id, school_name::text FROM schools",
+            "reading the schools",
+            |row| {
+                let (id, name): (Uuid, String) = (row.get(0), row.get(1));
+                existing
+                    .schools_by_name
+                    .insert(name.trim().to_lowercase(), id);
+                existing.school_names.insert(id, name);
+            },
+        )
+        .await?;
+        if kind == Kind::Stalls {
+            stream_rows(
+                client,
+                "SELECT id, event_code::text FROM events",
+                "reading the events",
+                |row| {
+                    let (id, code): (Uuid, String) = (row.get(0), row.get(1));
+                    existing.events_by_code.insert(code.to_lowercase(), id);
+                    existing.event_codes.insert(id, code);
+                },
+            )
+            .await?;
+        }
+        Ok(existing)
     }
-}
 
-/// Keeps the records `verdict` accepts, in place, with their school ids; the others become
-/// row errors.
-fn sift<R>(
-    mut records: Vec<(u32, R)>,
-    mut verdict: impl FnMut(&R) -> Result<Uuid, (Field, String)>,
-) -> Checked<R> {
-    let mut schools = Vec::with_capacity(records.len());
-    let mut rejected = Vec::new();
-    records.retain(|(row, record)| match verdict(record) {
-        Ok(school) => {
-            schools.push(school);
-            true
+    /// True when `key` is stored exactly so.
+    fn contains(&self, key: &str) -> bool {
+        self.keys
+            .get(&key.to_lowercase())
+            .is_some_and(|stored| stored == key)
+    }
+
+    /// A stored key that differs from `key` only in letter case: the app tells them apart, a
+    /// person cannot.
+    fn case_twin(&self, key: &str) -> Option<&str> {
+        self.keys
+            .get(&key.to_lowercase())
+            .filter(|stored| stored.as_str() != key)
+            .map(String::as_str)
+    }
+
+    fn school(&self, school: &SchoolRef) -> Result<Uuid, String> {
+        match school {
+            SchoolRef::Id(id) if self.school_names.contains_key(id) => Ok(*id),
+            SchoolRef::Id(id) => Err(format!("unknown school id {id}")),
+            SchoolRef::Name(name) => self
+                .schools_by_name
+                .get(&name.trim().to_lowercase())
+                .copied()
+                .ok_or_else(|| format!("unknown school \"{name}\"")),
         }
-        Err((field, reason)) => {
-            rejected.push(reject(*row, field, reason));
-            false
+    }
+
+    fn event(&self, event: &EventRef) -> Result<Uuid, String> {
+        match event {
+            EventRef::Id(id) if self.event_codes.contains_key(id) => Ok(*id),
+            EventRef::Id(id) => Err(format!("unknown event id {id}")),
+            EventRef::Code(code) => self
+                .events_by_code
+                .get(&code.to_lowercase())
+                .copied()
+                .ok_or_else(|| format!("unknown event \"{code}\"")),
         }
-    });
-    Checked {
-        accepted: records,
-        schools,
-        rejected,
+    }
+
+    /// The upload's own event, checked like a row's.
+    pub fn check_event(&self, id: Uuid) -> Result<Uuid, String> {
+        self.event(&EventRef::Id(id))
+    }
+
+    fn school_name(&self, id: Uuid) -> String {
+        self.school_names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    fn event_code(&self, id: Uuid) -> String {
+        self.event_codes
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
     }
 }
 
@@ -142,12 +237,9 @@ fn random_nonce() -> String {
     token::nonce(u16::from_be_bytes([bytes[0], bytes[1]]))
 }
 
-fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 /// A hash no one can log in with: bcrypt of a random secret that is thrown away. One per
-/// import is enough; the app's date-of-birth + pincode reset sets the real one.
+/// import is enough; the app's date-of-birth + pincode reset sets the real one. A well-formed
+/// bcrypt hash, so the app's login answers 401, never 500.
 fn unusable_hash() -> Result<String, Error> {
     let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     bcrypt::hash(secret, 4).map_err(|e| Error::Failed(format!("hashing a password: {e}")))
@@ -162,166 +254,275 @@ fn legacy_hashes(rows: &[(String, String)]) -> Result<Vec<String>, Error> {
         .map_err(|e| Error::Failed(format!("hashing a password: {e}")))
 }
 
-/// The table's rows as the import found them, as far as the checks need them: every natural
-/// key, and each student email's owner (lower-cased). Read in one scan when the import starts:
-/// probing the indexes per chunk instead cost about 40 ms per 10,000 rows here. Rows the file
-/// itself adds need no look-up, since the parser refuses a key or an email that repeats within
-/// the file.
-#[derive(Debug, Default)]
-pub struct Existing {
-    keys: HashSet<String>,
-    email_owners: HashMap<String, String>,
-}
-
-impl Existing {
-    pub async fn read(client: &Client, kind: Kind) -> Result<Existing, Error> {
-        let sql = match kind {
-            Kind::Students => "SELECT registration_no::text, lower(email) FROM students",
-            Kind::Stalls => "SELECT stall_number::text, NULL::text FROM stalls",
-        };
-        let rows = client
-            .query_typed_raw(sql, std::iter::empty::<(&(dyn ToSql + Sync), Type)>())
-            .await
-            .map_err(|e| Error::postgres("reading the existing rows", e))?;
-        pin_mut!(rows);
-        let mut existing = Existing::default();
-        while let Some(row) = rows
-            .try_next()
-            .await
-            .map_err(|e| Error::postgres("reading the existing rows", e))?
-        {
-            let key: String = row.get(0);
-            if let Some(email) = row.get::<_, Option<String>>(1) {
-                existing.email_owners.insert(email, key.clone());
-            }
-            existing.keys.insert(key);
-        }
-        Ok(existing)
+/// A value the database refused because of the row's data, with the database's reason; `None`
+/// for any other failure. A unique violation on the natural key is a race with the app (it
+/// inserted the key meanwhile), not the row's fault: the import fails and its retry updates it.
+fn row_fault(error: &tokio_postgres::Error) -> Option<String> {
+    let db = error.as_db_error()?;
+    let code = db.code().code();
+    let natural_key = db
+        .constraint()
+        .is_some_and(|c| c.contains("registration_no") || c.contains("stall_number"));
+    let data = code.starts_with("22") || code.starts_with("23");
+    if !data || (db.code() == &SqlState::UNIQUE_VIOLATION && natural_key) {
+        return None;
     }
-
-    fn contains(&self, key: &str) -> bool {
-        self.keys.contains(key)
-    }
+    Some(format!("the database refused the row: {}", db.message()))
 }
 
-/// Resolves schools and refuses emails that belong to another student; writes nothing.
-pub async fn check_students(
-    client: &Client,
-    records: Vec<(u32, StudentRecord)>,
-    existing: &Existing,
-) -> Result<Checked<StudentRecord>, Error> {
-    let (by_name, ids) = resolve_schools(client, records.iter().map(|(_, r)| &r.school)).await?;
-    Ok(sift(records, |record| {
-        let school =
-            school_id(&record.school, &by_name, &ids).map_err(|reason| (Field::School, reason))?;
-        // An email may be re-imported by its own student, never taken from another. The
-        // parser has lower-cased it already.
-        if let Some(owner) = record
-            .email
-            .as_ref()
-            .and_then(|email| existing.email_owners.get(email.as_str()))
-        {
-            if owner != record.registration_no.as_str() {
-                return Err((Field::Email, format!("already belongs to student {owner}")));
-            }
-        }
-        Ok(school)
-    }))
-}
+/// A write of some rows, answering the ids it wrote.
+type Writing<'b> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<Uuid>, tokio_postgres::Error>> + Send + 'b>,
+>;
 
-/// Resolves schools; writes nothing.
-pub async fn check_stalls(
+/// Writes `rows` with `write`; when the database refuses a value, undoes the attempt and writes
+/// them one at a time, each under its own savepoint. Answers the refused rows with reasons.
+async fn isolating<T: Sync>(
     client: &Client,
-    records: Vec<(u32, StallRecord)>,
-) -> Result<Checked<StallRecord>, Error> {
-    let (by_name, ids) = resolve_schools(client, records.iter().map(|(_, r)| &r.school)).await?;
-    Ok(sift(records, |record| {
-        school_id(&record.school, &by_name, &ids).map_err(|reason| (Field::School, reason))
-    }))
-}
-
-/// Runs `update` (`UPDATE {kind} ... RETURNING s.id`, its first parameter the `expected` keys
-/// of existing rows) and answers with the ids it changed. A row that was there when the import
-/// began but is gone now (the app deleted it) fails the import, to be retried, which inserts
-/// it: it is neither updated nor unchanged, and must not be counted as either.
-async fn update(
-    client: &Client,
-    kind: Kind,
-    update: &str,
-    params: &[(&(dyn ToSql + Sync), Type)],
-    expected: usize,
-) -> Result<Vec<Uuid>, Error> {
-    let (table, key) = match kind {
-        Kind::Students => ("students", "registration_no"),
-        Kind::Stalls => ("stalls", "stall_number"),
+    rows: &[T],
+    context: &'static str,
+    write: for<'b> fn(&'b Client, &'b [T]) -> Writing<'b>,
+) -> Result<(Vec<Uuid>, Vec<(usize, String)>), Error> {
+    let savepoint = |sql: &'static str| async move {
+        client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| Error::postgres(context, e))
     };
-    let sql =
-        format!("WITH updated AS ({update}) SELECT coalesce(array_agg(id), '{{}}') FROM updated");
-    let rows = client
-        .query_typed(&sql, params)
-        .await
-        .map_err(|e| Error::postgres("updating the changed rows", e))?;
-    let row = rows
-        .first()
-        .ok_or_else(|| Error::Failed("the update returned no ids".into()))?;
-    // A statement of its own: it must see a delete that committed while the update waited.
-    let keys = params[0].0;
-    let present: i64 = client
-        .query_typed(
-            &format!("SELECT count(*) FROM {table} WHERE {key} = ANY($1)"),
-            &[(keys, Type::TEXT_ARRAY)],
-        )
-        .await
-        .map_err(|e| Error::postgres("counting the updated rows", e))?
-        .first()
-        .map_or(0, |row| row.get(0));
-    if present < expected as i64 {
-        return Err(Error::Failed(format!(
-            "{} of the file's existing {table} were deleted while it was imported; the import will be retried",
-            expected as i64 - present
-        )));
+    if rows.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
     }
-    Ok(row.get(0))
+    savepoint("SAVEPOINT chunk").await?;
+    let error = match write(client, rows).await {
+        Ok(ids) => {
+            savepoint("RELEASE SAVEPOINT chunk").await?;
+            return Ok((ids, Vec::new()));
+        }
+        Err(error) => error,
+    };
+    savepoint("ROLLBACK TO SAVEPOINT chunk").await?;
+    if row_fault(&error).is_none() {
+        return Err(Error::postgres(context, error));
+    }
+    let mut ids = Vec::new();
+    let mut refused = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        savepoint("SAVEPOINT one_row").await?;
+        match write(client, std::slice::from_ref(row)).await {
+            Ok(written) => {
+                savepoint("RELEASE SAVEPOINT one_row").await?;
+                ids.extend(written);
+            }
+            Err(error) => {
+                savepoint("ROLLBACK TO SAVEPOINT one_row").await?;
+                match row_fault(&error) {
+                    Some(reason) => refused.push((index, reason)),
+                    None => return Err(Error::postgres(context, error)),
+                }
+            }
+        }
+    }
+    savepoint("RELEASE SAVEPOINT chunk").await?;
+    Ok((ids, refused))
 }
 
-/// A binary COPY into the table and columns `copy` names: write each row, then `finish`.
-async fn copy_in(
+/// A row a binary COPY writes: its values in the COPY's column order.
+trait CopyRow<const N: usize> {
+    fn values(&self) -> [&(dyn ToSql + Sync); N];
+}
+
+/// A binary COPY of `rows` into the table and columns `copy` names.
+async fn copy_rows<const N: usize, R: CopyRow<N>>(
     client: &Client,
     copy: &str,
     types: &[Type],
-) -> Result<Pin<Box<BinaryCopyInWriter>>, Error> {
-    let sink = client
-        .copy_in::<_, bytes::Bytes>(copy)
-        .await
-        .map_err(|e| Error::postgres("starting the COPY of new rows", e))?;
-    Ok(Box::pin(BinaryCopyInWriter::new(sink, types)))
-}
-
-async fn copy_row(
-    writer: &mut Pin<Box<BinaryCopyInWriter>>,
-    values: &[&(dyn ToSql + Sync)],
-) -> Result<(), Error> {
-    writer
-        .as_mut()
-        .write(values)
-        .await
-        .map_err(|e| Error::postgres("copying new rows", e))
-}
-
-async fn finish_copy(mut writer: Pin<Box<BinaryCopyInWriter>>) -> Result<(), Error> {
-    writer
-        .as_mut()
-        .finish()
-        .await
-        .map_err(|e| Error::postgres("finishing the COPY of new rows", e))?;
+    rows: &[R],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = client.copy_in::<_, bytes::Bytes>(copy).await?;
+    let writer = BinaryCopyInWriter::new(sink, types);
+    pin_mut!(writer);
+    for row in rows {
+        writer.as_mut().write(&row.values()).await?;
+    }
+    writer.finish().await?;
     Ok(())
 }
 
-/// Loads one import's valid rows, chunk by chunk, in the caller's transaction.
+/// A new student as it is copied in.
+struct NewStudent<'p> {
+    id: Uuid,
+    planned: &'p Planned<StudentColumns>,
+    token: String,
+    hash: String,
+}
+
+impl CopyRow<14> for NewStudent<'_> {
+    fn values(&self) -> [&(dyn ToSql + Sync); 14] {
+        let c = &self.planned.columns;
+        [
+            &self.id,
+            &self.planned.key,
+            &c.email,
+            &c.full_name,
+            &c.school_id,
+            &c.phone,
+            &c.date_of_birth,
+            &c.pincode,
+            &c.address,
+            &c.program_name,
+            &c.batch,
+            &self.token,
+            &self.hash,
+            &true,
+        ]
+    }
+}
+
+fn copy_students<'b>(client: &'b Client, rows: &'b [NewStudent<'_>]) -> Writing<'b> {
+    Box::pin(async move {
+        copy_rows(
+            client,
+            "COPY students (id, registration_no, email, full_name, school_id, phone,
+                            date_of_birth, pincode, address, program_name, batch,
+                            qr_code_token, password_hash, password_reset_required)
+             FROM STDIN (FORMAT binary)",
+            &[
+                Type::UUID,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::UUID,
+                Type::TEXT,
+                Type::DATE,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT4,
+                Type::TEXT,
+                Type::TEXT,
+                Type::BOOL,
+            ],
+            rows,
+        )
+        .await?;
+        Ok(rows.iter().map(|row| row.id).collect())
+    })
+}
+
+/// A new stall as it is copied in.
+struct NewStall<'p> {
+    id: Uuid,
+    planned: &'p Planned<StallColumns>,
+    token: String,
+}
+
+fn copy_stalls<'b>(client: &'b Client, rows: &'b [NewStall<'_>]) -> Writing<'b> {
+    Box::pin(async move {
+        copy_rows(
+            client,
+            "COPY stalls (id, stall_number, stall_name, school_id, description, location,
+                          event_id, qr_code_token)
+             FROM STDIN (FORMAT binary)",
+            &[
+                Type::UUID,
+                Type::TEXT,
+                Type::TEXT,
+                Type::UUID,
+                Type::TEXT,
+                Type::TEXT,
+                Type::UUID,
+                Type::TEXT,
+            ],
+            rows,
+        )
+        .await?;
+        Ok(rows.iter().map(|row| row.id).collect())
+    })
+}
+
+impl CopyRow<8> for NewStall<'_> {
+    fn values(&self) -> [&(dyn ToSql + Sync); 8] {
+        let c = &self.planned.columns;
+        [
+            &self.id,
+            &self.planned.key,
+            &c.stall_name,
+            &c.school_id,
+            &c.description,
+            &c.location,
+            &c.event_id,
+            &self.token,
+        ]
+    }
+}
+
+/// The value an optional column ends with: the file's, or for a blank cell the stored one
+/// (cleared when the upload asked), or the stored one when the file lacks the column.
+fn merged<T: Clone>(given: &Optional<T>, stored: &Option<T>, blanks: BlankCells) -> Option<T> {
+    match given {
+        Optional::Value(value) => Some(value.clone()),
+        Optional::Blank if blanks == BlankCells::Clear => None,
+        Optional::Blank | Optional::NotInFile => stored.clone(),
+    }
+}
+
+/// Lists `field` as changed when `old` and `new` differ.
+fn compare<T: PartialEq + ToString>(
+    changes: &mut Vec<Change>,
+    field: Field,
+    old: &Option<T>,
+    new: &Option<T>,
+) {
+    if old != new {
+        changes.push(Change {
+            field: field.name().to_owned(),
+            old: old.as_ref().map(ToString::to_string),
+            new: new.as_ref().map(ToString::to_string),
+        });
+    }
+}
+
+/// A student's columns that an import writes.
+#[derive(Debug, Clone, PartialEq)]
+struct StudentColumns {
+    email: Option<String>,
+    full_name: Option<String>,
+    school_id: Option<Uuid>,
+    phone: Option<String>,
+    date_of_birth: Option<chrono::NaiveDate>,
+    pincode: Option<String>,
+    address: Option<String>,
+    program_name: Option<String>,
+    batch: Option<i32>,
+}
+
+/// A stall's columns that an import writes.
+#[derive(Debug, Clone, PartialEq)]
+struct StallColumns {
+    stall_name: Option<String>,
+    school_id: Option<Uuid>,
+    description: Option<String>,
+    location: Option<String>,
+    event_id: Option<Uuid>,
+}
+
+/// One accepted row, planned: its key, the values it is written with, and for an existing row
+/// its id.
+struct Planned<C> {
+    row: u32,
+    key: String,
+    columns: C,
+    existing: Option<Uuid>,
+    original: OriginalRow,
+}
+
+/// Loads (or previews) one import's valid rows, chunk by chunk, in the caller's transaction.
 pub struct Loader<'a> {
     client: &'a Client,
+    mode: Mode,
     jwt_secret: &'a SecretString,
     password: PasswordPolicy,
+    options: ImportOptions,
     existing: Existing,
     /// New students' hash under the default policy.
     unusable_hash: String,
@@ -333,31 +534,47 @@ impl<'a> Loader<'a> {
     pub async fn start(
         client: &'a Client,
         kind: Kind,
+        mode: Mode,
         jwt_secret: &'a SecretString,
         password: PasswordPolicy,
+        options: ImportOptions,
     ) -> Result<Loader<'a>, Error> {
         let existing = Existing::read(client, kind).await?;
-        // The updates join a chunk's few thousand keys to the table. Right after a large import
-        // the table's statistics still describe it as it was, and the planner then hashes the
-        // whole table for every chunk (100 ms per 5,000 rows of a 100,000-row table against
-        // 15 ms by the unique index). For this transaction only, the join goes by the index.
-        client
-            .batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-            .await
-            .map_err(|e| Error::postgres("setting up the load", e))?;
-        let unusable_hash = match kind {
-            Kind::Students => unusable_hash()?,
-            Kind::Stalls => String::new(),
+        if mode == Mode::Write {
+            // The updates join a chunk's few thousand keys to the table. Right after a large
+            // import the table's statistics still describe it as it was, and the planner then
+            // hashes the whole table for every chunk (100 ms per 5,000 rows of a 100,000-row
+            // table against 15 ms by the unique index). For this transaction only, joins go by
+            // the index.
+            client
+                .batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+                .await
+                .map_err(|e| Error::postgres("setting up the load", e))?;
+        }
+        let unusable_hash = match (kind, mode) {
+            (Kind::Students, Mode::Write) => unusable_hash()?,
+            _ => String::new(),
         };
         Ok(Loader {
             client,
+            mode,
             jwt_secret,
             password,
+            options,
             existing,
             unusable_hash,
-            issued_at: now_secs(),
+            issued_at: chrono::Utc::now().timestamp(),
             loaded: Loaded::default(),
         })
+    }
+
+    /// The upload's event is unknown: every row would be refused for it, so the file is.
+    pub fn upload_event_error(&self) -> Option<String> {
+        let id = self.options.event?;
+        self.existing
+            .check_event(id)
+            .err()
+            .map(|reason| format!("the upload's event: {reason}"))
     }
 
     pub async fn load(&mut self, records: Records) -> Result<(), Error> {
@@ -372,61 +589,228 @@ impl<'a> Loader<'a> {
         self.loaded
     }
 
-    fn count(
-        &mut self,
-        rejected: Vec<RowError>,
-        existing: usize,
-        inserted: Vec<Uuid>,
-        updated: Vec<Uuid>,
-    ) {
-        let loaded = &mut self.loaded;
-        loaded.rejected.extend(rejected);
-        loaded.inserted += inserted.len();
-        loaded.updated += updated.len();
-        loaded.unchanged += existing.saturating_sub(updated.len());
-        loaded.touched.extend(inserted);
-        loaded.touched.extend(updated);
+    fn reject(&mut self, row: u32, field: Field, reason: String, original: OriginalRow) {
+        self.loaded.rejected.push(RowError {
+            row,
+            column: Arc::from(field.name()),
+            field,
+            reason: reason.into(),
+        });
+        self.loaded.rejected_originals.insert(row, original);
     }
 
-    /// An id and a freshly signed QR token for each new row, by its natural key.
-    fn identities<'k>(
+    /// Reads the stored columns of the existing rows among `keys` (locking them when writing).
+    async fn stored<C>(
         &self,
-        keys: impl Iterator<Item = &'k str>,
-        sign: fn(&SecretString, &str, &str, i64) -> Result<String, jsonwebtoken::errors::Error>,
-    ) -> Result<(Vec<Uuid>, Vec<String>), Error> {
-        // Time-ordered ids (UUIDv7) land at the right edge of the primary key's index instead
-        // of on random pages: about 6 % off the COPY here. The app's own are random (v4); both
-        // are plain UUIDs to it.
-        keys.map(|key| {
-            let token = sign(self.jwt_secret, key, &random_nonce(), self.issued_at)
-                .map_err(|e| Error::Failed(format!("signing a QR token: {e}")))?;
-            Ok((Uuid::now_v7(), token))
-        })
-        .collect()
+        sql: &str,
+        keys: &[&str],
+        columns: impl Fn(&tokio_postgres::Row) -> C,
+    ) -> Result<HashMap<String, (Uuid, C)>, Error> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let lock = match self.mode {
+            Mode::Write => " FOR UPDATE",
+            Mode::Preview => "",
+        };
+        let rows = self
+            .client
+            .query_typed(&format!("{sql}{lock}"), &[(&keys, Type::TEXT_ARRAY)])
+            .await
+            .map_err(|e| Error::postgres("reading the existing rows", e))?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get::<_, String>(1), (row.get(0), columns(row))))
+            .collect())
+    }
+
+    /// Counts the plan, lists its changes, and answers which rows must be written.
+    fn record_plan<C>(&mut self, planned: &[Planned<C>], changed: &[(usize, Vec<Change>)]) {
+        let changed_rows: HashSet<usize> = changed.iter().map(|(i, _)| *i).collect();
+        for (index, row) in planned.iter().enumerate() {
+            let action = match row.existing {
+                None => Action::Insert,
+                Some(_) if changed_rows.contains(&index) => Action::Update,
+                Some(_) => Action::Unchanged,
+            };
+            self.loaded.actions.push((row.row, action));
+            match action {
+                Action::Insert => self.loaded.inserted += 1,
+                Action::Update => self.loaded.updated += 1,
+                Action::Unchanged => self.loaded.unchanged += 1,
+            }
+        }
+        for (index, changes) in changed {
+            self.loaded.changes.push(UpdatedRow {
+                row: planned[*index].row,
+                key: planned[*index].key.clone(),
+                changes: changes.clone(),
+            });
+        }
+    }
+
+    /// Undoes the plan's counting for rows the database refused while writing.
+    fn refused<C>(&mut self, planned: &[&Planned<C>], refused: Vec<(usize, String)>, field: Field) {
+        for (index, reason) in refused {
+            let row = planned[index];
+            let action = if row.existing.is_some() {
+                self.loaded.updated -= 1;
+                self.loaded.changes.retain(|c| c.row != row.row);
+                Action::Update
+            } else {
+                self.loaded.inserted -= 1;
+                Action::Insert
+            };
+            self.loaded
+                .actions
+                .retain(|(r, a)| !(*r == row.row && *a == action));
+            self.reject(row.row, field, reason, row.original.clone());
+        }
     }
 
     async fn load_students(&mut self, records: Vec<(u32, StudentRecord)>) -> Result<(), Error> {
-        let client = self.client;
-        let Checked {
-            accepted,
-            schools,
-            rejected,
-        } = check_students(client, records, &self.existing).await?;
-        let (old, new): (Vec<usize>, Vec<usize>) = (0..accepted.len()).partition(|&i| {
-            self.existing
-                .contains(accepted[i].1.registration_no.as_str())
-        });
+        let mut accepted = Vec::with_capacity(records.len());
+        for (row, record) in records {
+            let key = record.registration_no.as_str();
+            if let Some(twin) = self.existing.case_twin(key) {
+                let reason = format!("differs only in letter case from the existing student {twin}: the app would keep both, and students type their number at login");
+                self.reject(row, Field::RegistrationNo, reason, record.original);
+                continue;
+            }
+            let school = match self.existing.school(&record.school) {
+                Ok(school) => school,
+                Err(reason) => {
+                    self.reject(row, Field::School, reason, record.original);
+                    continue;
+                }
+            };
+            // An email may be re-imported by its own student, never taken from another. The
+            // parser has lower-cased it already.
+            if let Some(owner) = record
+                .email
+                .value()
+                .and_then(|email| self.existing.email_owners.get(email.as_str()))
+            {
+                if owner != key {
+                    let reason = format!("already belongs to student {owner}");
+                    self.reject(row, Field::Email, reason, record.original);
+                    continue;
+                }
+            }
+            accepted.push((row, record, school));
+        }
+        let old_keys: Vec<&str> = accepted
+            .iter()
+            .map(|(_, r, _)| r.registration_no.as_str())
+            .filter(|key| self.existing.contains(key))
+            .collect();
+        let stored = self
+            .stored(
+                "SELECT id, registration_no::text, email, full_name, school_id, phone, date_of_birth,
+                        pincode, address, program_name, batch
+                   FROM students WHERE registration_no = ANY($1)",
+                &old_keys,
+                |row| StudentColumns {
+                    email: row.get(2),
+                    full_name: row.get(3),
+                    school_id: row.get(4),
+                    phone: row.get(5),
+                    date_of_birth: row.get(6),
+                    pincode: row.get(7),
+                    address: row.get(8),
+                    program_name: row.get(9),
+                    batch: row.get(10),
+                },
+            )
+            .await?;
+        let blanks = self.options.blank_cells;
+        let mut planned = Vec::with_capacity(accepted.len());
+        let mut changed = Vec::new();
+        for (row, record, school) in accepted {
+            let key = record.registration_no.into_inner();
+            let file = |stored: Option<&StudentColumns>| {
+                let none = StudentColumns::empty();
+                let stored = stored.unwrap_or(&none);
+                StudentColumns {
+                    email: merged(
+                        &record.email.map(|e| e.as_str().to_owned()),
+                        &stored.email,
+                        blanks,
+                    ),
+                    full_name: Some(record.full_name.clone()),
+                    school_id: Some(school),
+                    phone: merged(
+                        &record.phone.map(|p| p.as_str().to_owned()),
+                        &stored.phone,
+                        blanks,
+                    ),
+                    date_of_birth: Some(record.date_of_birth),
+                    pincode: Some(record.pincode.as_str().to_owned()),
+                    address: merged(&record.address, &stored.address, blanks),
+                    program_name: merged(&record.program_name, &stored.program_name, blanks),
+                    batch: merged(&record.batch, &stored.batch, blanks),
+                }
+            };
+            let (existing, columns) = match stored.get(&key) {
+                Some((id, old)) => {
+                    let new = file(Some(old));
+                    let changes = student_changes(old, &new, &self.existing);
+                    if !changes.is_empty() {
+                        changed.push((planned.len(), changes));
+                    }
+                    (Some(*id), new)
+                }
+                None => (None, file(None)),
+            };
+            planned.push(Planned {
+                row,
+                key,
+                columns,
+                existing,
+                original: record.original,
+            });
+        }
+        self.record_plan(&planned, &changed);
+        if self.mode == Mode::Preview {
+            return Ok(());
+        }
+        let new: Vec<&Planned<StudentColumns>> =
+            planned.iter().filter(|p| p.existing.is_none()).collect();
+        let updates: Vec<&Planned<StudentColumns>> =
+            changed.iter().map(|(i, _)| &planned[*i]).collect();
+        let inserted = self.insert_students(&new).await?;
+        let (updated, refused) = isolating(
+            self.client,
+            &updates,
+            "updating the changed students",
+            update_students,
+        )
+        .await?;
+        self.refused(&updates, refused, Field::RegistrationNo);
+        self.loaded.touched.extend(inserted);
+        self.loaded.touched.extend(updated);
+        Ok(())
+    }
 
+    async fn insert_students(
+        &mut self,
+        new: &[&Planned<StudentColumns>],
+    ) -> Result<Vec<Uuid>, Error> {
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
         let hashes = match self.password {
             PasswordPolicy::ResetRequired => Vec::new(),
             PasswordPolicy::LegacyDateOfBirthPincode => {
                 let inputs: Vec<(String, String)> = new
                     .iter()
-                    .map(|&i| {
-                        let record = &accepted[i].1;
+                    .map(|p| {
                         (
-                            record.date_of_birth.format("%Y%m%d").to_string(),
-                            record.pincode.as_str().to_owned(),
+                            p.columns
+                                .date_of_birth
+                                .map(|d| d.format("%Y%m%d").to_string())
+                                .unwrap_or_default(),
+                            p.columns.pincode.clone().unwrap_or_default(),
                         )
                     })
                     .collect();
@@ -435,202 +819,337 @@ impl<'a> Loader<'a> {
                     .map_err(|e| Error::Failed(format!("password hashing stopped: {e}")))??
             }
         };
-        let (ids, tokens) = self.identities(
-            new.iter().map(|&i| accepted[i].1.registration_no.as_str()),
-            token::student_token,
-        )?;
-        if !new.is_empty() {
-            let mut writer = copy_in(
-                client,
-                "COPY students (id, registration_no, email, full_name, school_id, phone,
-                                date_of_birth, pincode, address, program_name, batch,
-                                qr_code_token, password_hash, password_reset_required)
-                 FROM STDIN (FORMAT binary)",
-                &[
-                    Type::UUID,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::UUID,
-                    Type::TEXT,
-                    Type::DATE,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::INT4,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::BOOL,
-                ],
+        let mut rows = Vec::with_capacity(new.len());
+        for (n, planned) in new.iter().enumerate() {
+            let token = token::student_token(
+                self.jwt_secret,
+                &planned.key,
+                &random_nonce(),
+                self.issued_at,
             )
-            .await?;
-            for (n, &i) in new.iter().enumerate() {
-                let record = &accepted[i].1;
-                let hash = hashes.get(n).unwrap_or(&self.unusable_hash);
-                copy_row(
-                    &mut writer,
-                    &[
-                        &ids[n],
-                        &record.registration_no.as_str(),
-                        &record.email.as_ref().map(|e| e.as_str()),
-                        &record.full_name,
-                        &schools[i],
-                        &record.phone.as_ref().map(|p| p.as_str()),
-                        &record.date_of_birth,
-                        &record.pincode.as_str(),
-                        &record.address,
-                        &record.program_name,
-                        &record.batch,
-                        &tokens[n],
-                        hash,
-                        &true,
-                    ],
-                )
-                .await?;
-            }
-            finish_copy(writer).await?;
+            .map_err(|e| Error::Failed(format!("signing a QR token: {e}")))?;
+            let hash = hashes.get(n).unwrap_or(&self.unusable_hash).clone();
+            // Time-ordered ids (UUIDv7) land at the right edge of the primary key's index
+            // instead of on random pages: about 6 % off the COPY here. The app's own are random
+            // (v4); both are plain UUIDs to it.
+            rows.push(NewStudent {
+                id: Uuid::now_v7(),
+                planned,
+                token,
+                hash,
+            });
         }
-        let updated = if old.is_empty() {
-            Vec::new()
-        } else {
-            self.update_students(&accepted, &schools, &old).await?
-        };
-        self.count(rejected, old.len(), ids, updated);
-        Ok(())
+        let client = self.client;
+        let (ids, refused) =
+            isolating(client, &rows, "inserting new students", copy_students).await?;
+        self.refused(new, refused, Field::RegistrationNo);
+        Ok(ids)
     }
 
-    /// Updates the existing students among `rows` whose values differ; `id`, `qr_code_token`,
-    /// `password_hash` and `password_reset_required` are never touched.
-    async fn update_students(
-        &self,
-        accepted: &[(u32, StudentRecord)],
-        schools: &[Uuid],
-        rows: &[usize],
-    ) -> Result<Vec<Uuid>, Error> {
-        let column = |f: &dyn Fn(&StudentRecord) -> Option<&str>| -> Vec<Option<&str>> {
-            rows.iter().map(|&i| f(&accepted[i].1)).collect()
-        };
-        let registration = column(&|r| Some(r.registration_no.as_str()));
-        let email = column(&|r| r.email.as_ref().map(|e| e.as_str()));
-        let full_name = column(&|r| Some(r.full_name.as_str()));
-        let phone = column(&|r| r.phone.as_ref().map(|p| p.as_str()));
-        let pincode = column(&|r| Some(r.pincode.as_str()));
-        let address = column(&|r| r.address.as_deref());
-        let program = column(&|r| r.program_name.as_deref());
-        let school: Vec<Uuid> = rows.iter().map(|&i| schools[i]).collect();
-        let birth: Vec<chrono::NaiveDate> =
-            rows.iter().map(|&i| accepted[i].1.date_of_birth).collect();
-        let batch: Vec<Option<i32>> = rows.iter().map(|&i| accepted[i].1.batch).collect();
-        update(
-            self.client,
-            Kind::Students,
+    async fn load_stalls(&mut self, records: Vec<(u32, StallRecord)>) -> Result<(), Error> {
+        let upload_event = self.options.event;
+        let mut accepted = Vec::with_capacity(records.len());
+        for (row, record) in records {
+            let key = record.stall_number.as_str();
+            if let Some(twin) = self.existing.case_twin(key) {
+                let reason = format!("differs only in letter case from the existing stall {twin}: the app would keep both");
+                self.reject(row, Field::StallNumber, reason, record.original);
+                continue;
+            }
+            let school = match self.existing.school(&record.school) {
+                Ok(school) => school,
+                Err(reason) => {
+                    self.reject(row, Field::School, reason, record.original);
+                    continue;
+                }
+            };
+            let event = match record.event.value().map(|e| self.existing.event(e)) {
+                Some(Ok(event)) => Some(event),
+                Some(Err(reason)) => {
+                    self.reject(row, Field::Event, reason, record.original);
+                    continue;
+                }
+                None => None,
+            };
+            accepted.push((row, record, school, event));
+        }
+        let old_keys: Vec<&str> = accepted
+            .iter()
+            .map(|(_, r, ..)| r.stall_number.as_str())
+            .filter(|key| self.existing.contains(key))
+            .collect();
+        let stored = self
+            .stored(
+                "SELECT id, stall_number::text, stall_name, school_id, description, location, event_id
+                   FROM stalls WHERE stall_number = ANY($1)",
+                &old_keys,
+                |row| StallColumns {
+                    stall_name: row.get(2),
+                    school_id: row.get(3),
+                    description: row.get(4),
+                    location: row.get(5),
+                    event_id: row.get(6),
+                },
+            )
+            .await?;
+        let blanks = self.options.blank_cells;
+        let mut planned = Vec::with_capacity(accepted.len());
+        let mut changed = Vec::new();
+        for (row, record, school, event) in accepted {
+            let key = record.stall_number.into_inner();
+            let old = stored.get(&key);
+            let none = StallColumns::empty();
+            let base = old.map_or(&none, |(_, c)| c);
+            // A stall keeps its event unless the file names one; the upload's event serves
+            // stalls that have none.
+            let event_id = event.or(base.event_id).or(upload_event);
+            let Some(event_id) = event_id else {
+                let reason = "no event: add an event column or choose the upload's event; the app cannot scan a stall that belongs to no event".to_owned();
+                self.reject(row, Field::Event, reason, record.original);
+                continue;
+            };
+            let columns = StallColumns {
+                stall_name: Some(record.stall_name.clone()),
+                school_id: Some(school),
+                description: merged(&record.description, &base.description, blanks),
+                location: merged(&record.location, &base.location, blanks),
+                event_id: Some(event_id),
+            };
+            let existing = match old {
+                Some((id, old)) => {
+                    let changes = stall_changes(old, &columns, &self.existing);
+                    if !changes.is_empty() {
+                        changed.push((planned.len(), changes));
+                    }
+                    Some(*id)
+                }
+                None => None,
+            };
+            planned.push(Planned {
+                row,
+                key,
+                columns,
+                existing,
+                original: record.original,
+            });
+        }
+        self.record_plan(&planned, &changed);
+        if self.mode == Mode::Preview {
+            return Ok(());
+        }
+        let client = self.client;
+        let new: Vec<NewStall<'_>> = planned
+            .iter()
+            .filter(|p| p.existing.is_none())
+            .map(|planned| {
+                token::stall_token(self.jwt_secret, &planned.key)
+                    .map(|token| NewStall {
+                        id: Uuid::now_v7(),
+                        planned,
+                        token,
+                    })
+                    .map_err(|e| Error::Failed(format!("signing a stall token: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let (inserted, refused) =
+            isolating(client, &new, "inserting new stalls", copy_stalls).await?;
+        let new_planned: Vec<&Planned<StallColumns>> = new.iter().map(|row| row.planned).collect();
+        self.refused(&new_planned, refused, Field::StallNumber);
+        let updates: Vec<&Planned<StallColumns>> =
+            changed.iter().map(|(i, _)| &planned[*i]).collect();
+        let (updated, refused) = isolating(
+            client,
+            &updates,
+            "updating the changed stalls",
+            update_stalls,
+        )
+        .await?;
+        self.refused(&updates, refused, Field::StallNumber);
+        self.loaded.touched.extend(inserted);
+        self.loaded.touched.extend(updated);
+        Ok(())
+    }
+}
+
+impl StudentColumns {
+    fn empty() -> StudentColumns {
+        StudentColumns {
+            email: None,
+            full_name: None,
+            school_id: None,
+            phone: None,
+            date_of_birth: None,
+            pincode: None,
+            address: None,
+            program_name: None,
+            batch: None,
+        }
+    }
+}
+
+impl StallColumns {
+    fn empty() -> StallColumns {
+        StallColumns {
+            stall_name: None,
+            school_id: None,
+            description: None,
+            location: None,
+            event_id: None,
+        }
+    }
+}
+
+fn student_changes(old: &StudentColumns, new: &StudentColumns, names: &Existing) -> Vec<Change> {
+    let mut changes = Vec::new();
+    compare(&mut changes, Field::Email, &old.email, &new.email);
+    compare(
+        &mut changes,
+        Field::FullName,
+        &old.full_name,
+        &new.full_name,
+    );
+    let school = |id: &Option<Uuid>| id.map(|id| names.school_name(id));
+    compare(
+        &mut changes,
+        Field::School,
+        &school(&old.school_id),
+        &school(&new.school_id),
+    );
+    compare(&mut changes, Field::Phone, &old.phone, &new.phone);
+    compare(
+        &mut changes,
+        Field::DateOfBirth,
+        &old.date_of_birth,
+        &new.date_of_birth,
+    );
+    compare(&mut changes, Field::Pincode, &old.pincode, &new.pincode);
+    compare(&mut changes, Field::Address, &old.address, &new.address);
+    compare(
+        &mut changes,
+        Field::ProgramName,
+        &old.program_name,
+        &new.program_name,
+    );
+    compare(&mut changes, Field::Batch, &old.batch, &new.batch);
+    changes
+}
+
+fn stall_changes(old: &StallColumns, new: &StallColumns, names: &Existing) -> Vec<Change> {
+    let mut changes = Vec::new();
+    compare(
+        &mut changes,
+        Field::StallName,
+        &old.stall_name,
+        &new.stall_name,
+    );
+    let school = |id: &Option<Uuid>| id.map(|id| names.school_name(id));
+    compare(
+        &mut changes,
+        Field::School,
+        &school(&old.school_id),
+        &school(&new.school_id),
+    );
+    compare(
+        &mut changes,
+        Field::Description,
+        &old.description,
+        &new.description,
+    );
+    compare(&mut changes, Field::Location, &old.location, &new.location);
+    let event = |id: &Option<Uuid>| id.map(|id| names.event_code(id));
+    compare(
+        &mut changes,
+        Field::Event,
+        &event(&old.event_id),
+        &event(&new.event_id),
+    );
+    changes
+}
+
+/// Updates the given existing students to their planned values; `id`, `qr_code_token`,
+/// `password_hash` and `password_reset_required` are never touched.
+fn update_students<'b>(client: &'b Client, rows: &'b [&Planned<StudentColumns>]) -> Writing<'b> {
+    Box::pin(update_students_now(client, rows))
+}
+
+async fn update_students_now(
+    client: &Client,
+    rows: &[&Planned<StudentColumns>],
+) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+    let ids: Vec<Uuid> = rows.iter().filter_map(|p| p.existing).collect();
+    let text = |f: fn(&StudentColumns) -> &Option<String>| -> Vec<Option<&str>> {
+        rows.iter().map(|p| f(&p.columns).as_deref()).collect()
+    };
+    let school: Vec<Option<Uuid>> = rows.iter().map(|p| p.columns.school_id).collect();
+    let birth: Vec<Option<chrono::NaiveDate>> =
+        rows.iter().map(|p| p.columns.date_of_birth).collect();
+    let batch: Vec<Option<i32>> = rows.iter().map(|p| p.columns.batch).collect();
+    let rows = client
+        .query_typed(
             "UPDATE students AS s
                 SET email = i.email, full_name = i.full_name, school_id = i.school_id,
                     phone = i.phone, date_of_birth = i.date_of_birth, pincode = i.pincode,
                     address = i.address, program_name = i.program_name, batch = i.batch,
                     updated_at = now()
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::date[],
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::date[],
                            $7::text[], $8::text[], $9::text[], $10::int[])
-                    AS i (registration_no, email, full_name, school_id, phone, date_of_birth,
+                    AS i (id, email, full_name, school_id, phone, date_of_birth,
                           pincode, address, program_name, batch)
-              WHERE s.registration_no = i.registration_no
-                AND (s.email, s.full_name, s.school_id, s.phone, s.date_of_birth, s.pincode,
-                     s.address, s.program_name, s.batch)
-                    IS DISTINCT FROM
-                    (i.email, i.full_name, i.school_id, i.phone, i.date_of_birth, i.pincode,
-                     i.address, i.program_name, i.batch)
+              WHERE s.id = i.id
              RETURNING s.id",
             &[
-                (&registration, Type::TEXT_ARRAY),
-                (&email, Type::TEXT_ARRAY),
-                (&full_name, Type::TEXT_ARRAY),
+                (&ids, Type::UUID_ARRAY),
+                (&text(|c| &c.email), Type::TEXT_ARRAY),
+                (&text(|c| &c.full_name), Type::TEXT_ARRAY),
                 (&school, Type::UUID_ARRAY),
-                (&phone, Type::TEXT_ARRAY),
+                (&text(|c| &c.phone), Type::TEXT_ARRAY),
                 (&birth, Type::DATE_ARRAY),
-                (&pincode, Type::TEXT_ARRAY),
-                (&address, Type::TEXT_ARRAY),
-                (&program, Type::TEXT_ARRAY),
+                (&text(|c| &c.pincode), Type::TEXT_ARRAY),
+                (&text(|c| &c.address), Type::TEXT_ARRAY),
+                (&text(|c| &c.program_name), Type::TEXT_ARRAY),
                 (&batch, Type::INT4_ARRAY),
             ],
-            rows.len(),
         )
-        .await
-    }
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
 
-    async fn load_stalls(&mut self, records: Vec<(u32, StallRecord)>) -> Result<(), Error> {
-        let client = self.client;
-        let Checked {
-            accepted,
-            schools,
-            rejected,
-        } = check_stalls(client, records).await?;
-        let (old, new): (Vec<usize>, Vec<usize>) = (0..accepted.len())
-            .partition(|&i| self.existing.contains(accepted[i].1.stall_number.as_str()));
-        let (ids, tokens) = self.identities(
-            new.iter().map(|&i| accepted[i].1.stall_number.as_str()),
-            token::stall_token,
-        )?;
-        if !new.is_empty() {
-            let mut writer = copy_in(
-                client,
-                "COPY stalls (id, stall_number, stall_name, school_id, description, location, qr_code_token)
-                 FROM STDIN (FORMAT binary)",
-                &[Type::UUID, Type::TEXT, Type::TEXT, Type::UUID, Type::TEXT, Type::TEXT, Type::TEXT],
-            )
-            .await?;
-            for (n, &i) in new.iter().enumerate() {
-                let record = &accepted[i].1;
-                copy_row(
-                    &mut writer,
-                    &[
-                        &ids[n],
-                        &record.stall_number.as_str(),
-                        &record.stall_name,
-                        &schools[i],
-                        &record.description,
-                        &record.location,
-                        &tokens[n],
-                    ],
-                )
-                .await?;
-            }
-            finish_copy(writer).await?;
-        }
-        let updated = if old.is_empty() {
-            Vec::new()
-        } else {
-            let column = |f: &dyn Fn(&StallRecord) -> Option<&str>| -> Vec<Option<&str>> {
-                old.iter().map(|&i| f(&accepted[i].1)).collect()
-            };
-            let number = column(&|r| Some(r.stall_number.as_str()));
-            let name = column(&|r| Some(r.stall_name.as_str()));
-            let description = column(&|r| r.description.as_deref());
-            let location = column(&|r| r.location.as_deref());
-            let school: Vec<Uuid> = old.iter().map(|&i| schools[i]).collect();
-            update(
-                client,
-                Kind::Stalls,
-                "UPDATE stalls AS s
-                    SET stall_name = i.stall_name, school_id = i.school_id,
-                        description = i.description, location = i.location, updated_at = now()
-                   FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[])
-                        AS i (stall_number, stall_name, school_id, description, location)
-                  WHERE s.stall_number = i.stall_number
-                    AND (s.stall_name, s.school_id, s.description, s.location)
-                        IS DISTINCT FROM (i.stall_name, i.school_id, i.description, i.location)
-                 RETURNING s.id",
-                &[
-                    (&number, Type::TEXT_ARRAY),
-                    (&name, Type::TEXT_ARRAY),
-                    (&school, Type::UUID_ARRAY),
-                    (&description, Type::TEXT_ARRAY),
-                    (&location, Type::TEXT_ARRAY),
-                ],
-                old.len(),
-            )
-            .await?
-        };
-        self.count(rejected, old.len(), ids, updated);
-        Ok(())
-    }
+/// Updates the given existing stalls to their planned values; `id` and `qr_code_token` are
+/// never touched.
+fn update_stalls<'b>(client: &'b Client, rows: &'b [&Planned<StallColumns>]) -> Writing<'b> {
+    Box::pin(update_stalls_now(client, rows))
+}
+
+async fn update_stalls_now(
+    client: &Client,
+    rows: &[&Planned<StallColumns>],
+) -> Result<Vec<Uuid>, tokio_postgres::Error> {
+    let ids: Vec<Uuid> = rows.iter().filter_map(|p| p.existing).collect();
+    let text = |f: fn(&StallColumns) -> &Option<String>| -> Vec<Option<&str>> {
+        rows.iter().map(|p| f(&p.columns).as_deref()).collect()
+    };
+    let uuid = |f: fn(&StallColumns) -> Option<Uuid>| -> Vec<Option<Uuid>> {
+        rows.iter().map(|p| f(&p.columns)).collect()
+    };
+    let rows = client
+        .query_typed(
+            "UPDATE stalls AS s
+                SET stall_name = i.stall_name, school_id = i.school_id,
+                    description = i.description, location = i.location, event_id = i.event_id,
+                    updated_at = now()
+               FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::uuid[])
+                    AS i (id, stall_name, school_id, description, location, event_id)
+              WHERE s.id = i.id
+             RETURNING s.id",
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&text(|c| &c.stall_name), Type::TEXT_ARRAY),
+                (&uuid(|c| c.school_id), Type::UUID_ARRAY),
+                (&text(|c| &c.description), Type::TEXT_ARRAY),
+                (&text(|c| &c.location), Type::TEXT_ARRAY),
+                (&uuid(|c| c.event_id), Type::UUID_ARRAY),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }

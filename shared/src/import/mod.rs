@@ -1,17 +1,19 @@
 //! The import job: an uploaded spreadsheet becomes upserted rows, a report of the rows it
-//! refused, and cached QR images for the rows it touched. A file that cannot be read changes
-//! nothing; the rows and the outcome are committed together; the same object version is never
-//! imported twice.
+//! refused (ready to fix and upload again), and cached QR images for the rows it touched. A
+//! file that cannot be read changes nothing; the rows and the outcome are committed together,
+//! in one transaction that also holds the import's claim; the same object version is never
+//! imported twice, and a run that dies leaves nothing half-done for its retry.
 
 pub mod claim;
 pub mod event;
 mod load;
+pub mod options;
 pub mod report;
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cache::Cache;
@@ -21,9 +23,12 @@ use crate::error::Error;
 use crate::spreadsheet::{self, Limits, ParsedFile, Records};
 use crate::storage::{Storage, StorageError};
 use crate::warm::{self, WarmRequest};
-use claim::{Claim, Counts, ImportRecord};
+use claim::{Claim, Counts, Held, ImportRecord, ImportStatus, Outcome};
 use event::ImportTarget;
-use report::RejectedRow;
+pub use load::{Action, Change, UpdatedRow};
+use load::{Loaded, Loader, Mode};
+pub use options::{BlankCells, ImportOptions};
+use report::{RejectedFile, RejectedRow};
 
 /// The password a new student gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +61,6 @@ pub struct ImportSettings {
     pub limits: Limits,
     /// Longest a file may take to read; past it the import fails and nothing is written.
     pub time_limit: Duration,
-    /// How long a claim holds before another delivery may take over a crashed run.
-    pub lease: Duration,
     /// How long a delivery that finds another run at work waits for its outcome before failing
     /// (so Lambda retries it, and finally sends it to the failure queue).
     pub busy_wait: Duration,
@@ -69,7 +72,6 @@ impl Default for ImportSettings {
         ImportSettings {
             limits: Limits::default(),
             time_limit: Duration::from_secs(300),
-            lease: Duration::from_secs(900),
             busy_wait: Duration::from_secs(30),
             password: PasswordPolicy::ResetRequired,
         }
@@ -82,7 +84,7 @@ const REJECTED_LISTED: usize = 20;
 /// Milliseconds per stage. Stages follow one another, so they add up to the whole: the rows
 /// are loaded while the file is read, so `parse_ms` includes loading all but the last rows,
 /// and `load_ms` is what is left after the last row was read, and the commit.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Timings {
     pub download_ms: f64,
     pub parse_ms: f64,
@@ -91,32 +93,50 @@ pub struct Timings {
     pub cache_ms: f64,
 }
 
-/// Everything about one import: the JSON report in S3 and, trimmed, the function's response.
-#[derive(Debug, Clone, Serialize)]
+/// Everything about one import: the JSON report in S3 (and in the `imports` row, until the
+/// files are written) and, trimmed, the function's response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportReport {
     pub import_id: Uuid,
     pub bucket: String,
     pub key: String,
     pub kind: String,
-    /// `succeeded`, `partially_succeeded`, `failed`, or `processing` (another run has it).
-    pub status: String,
+    /// `processing` only when another run has the import.
+    pub status: ImportStatus,
     /// True when this delivery found the import already done and changed nothing.
     pub redelivered: bool,
+    pub options: ImportOptions,
     pub counts: Counts,
     /// Why the whole file was refused, if it was.
     pub error: Option<String>,
     pub sheet: Option<String>,
     pub header_row: Option<u32>,
     pub ignored_columns: Vec<String>,
+    /// Each updated row and every value that changed in it, old -> new.
+    pub changes: Vec<UpdatedRow>,
+    /// One entry per problem of each rejected row.
     pub rejected: Vec<RejectedRow>,
+    /// The rejected rows with their cells as uploaded.
+    pub rejected_file: RejectedFile,
     pub report_key: Option<String>,
+    pub rejected_key: Option<String>,
     /// QR images cached for the inserted and updated rows.
     pub qr_cached: u64,
     pub timings: Timings,
 }
 
 impl ImportReport {
-    fn from_record(record: ImportRecord, redelivered: bool) -> Self {
+    /// An import another run finished (or is running): its stored report when there is one,
+    /// else what the `imports` row says.
+    fn from_record(record: ImportRecord, stored: Option<serde_json::Value>) -> Self {
+        if let Some(mut report) =
+            stored.and_then(|v| serde_json::from_value::<ImportReport>(v).ok())
+        {
+            report.redelivered = true;
+            report.report_key = record.report_key.or(report.report_key);
+            report.rejected_key = record.rejected_key.or(report.rejected_key);
+            return report;
+        }
         let error = record
             .reasons
             .get(0)
@@ -126,11 +146,12 @@ impl ImportReport {
         let rejected = serde_json::from_value(record.reasons.clone()).unwrap_or_default();
         ImportReport {
             import_id: record.id,
-            bucket: record.bucket,
-            key: record.object_key,
-            kind: record.kind,
+            bucket: record.bucket.clone(),
+            key: record.object_key.clone(),
+            kind: record.kind.clone(),
             status: record.status,
-            redelivered,
+            redelivered: true,
+            options: record.options(),
             counts: Counts {
                 rows: record.rows_total,
                 inserted: record.rows_inserted,
@@ -142,8 +163,11 @@ impl ImportReport {
             sheet: None,
             header_row: None,
             ignored_columns: Vec::new(),
+            changes: Vec::new(),
             rejected,
+            rejected_file: RejectedFile::default(),
             report_key: record.report_key,
+            rejected_key: record.rejected_key,
             qr_cached: 0,
             timings: Timings::default(),
         }
@@ -157,7 +181,10 @@ impl ImportReport {
             .count("ImportRowsUpdated", self.counts.updated.max(0) as u64)
             .count("ImportRowsUnchanged", self.counts.unchanged.max(0) as u64)
             .count("ImportRowsRejected", self.counts.rejected.max(0) as u64)
-            .count("ImportFailed", u64::from(self.status == "failed"))
+            .count(
+                "ImportFailed",
+                u64::from(self.status == ImportStatus::Failed),
+            )
             .count("QrCached", self.qr_cached)
             .milliseconds(
                 "ImportDuration",
@@ -165,48 +192,74 @@ impl ImportReport {
             )
     }
 
-    /// The response form: at most the first rejected rows.
+    /// The response form: at most the first rejected rows and changes.
     pub fn trimmed(mut self) -> Self {
         self.rejected.truncate(REJECTED_LISTED);
+        self.changes.truncate(REJECTED_LISTED);
+        self.rejected_file.rows.truncate(REJECTED_LISTED);
         self
     }
 
-    fn new(id: Uuid, target: &ImportTarget) -> Self {
+    fn new(id: Uuid, target: &ImportTarget, options: ImportOptions) -> Self {
         ImportReport {
             import_id: id,
             bucket: target.bucket.clone(),
             key: target.key.clone(),
             kind: target.kind.table().into(),
-            status: "processing".into(),
+            status: ImportStatus::Processing,
             redelivered: false,
+            options,
             counts: Counts::default(),
             error: None,
             sheet: None,
             header_row: None,
             ignored_columns: Vec::new(),
+            changes: Vec::new(),
             rejected: Vec::new(),
+            rejected_file: RejectedFile::default(),
             report_key: None,
+            rejected_key: None,
             qr_cached: 0,
             timings: Timings::default(),
         }
     }
 }
 
-/// What an import of a file would do, found without writing anything (`POST /imports/validate`).
+/// One row of a preview: what the import would do with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreviewRow {
+    pub row: u32,
+    /// `insert`, `update`, `unchanged` or `rejected`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What an import of a file would do, found without writing anything (`POST /imports/validate`),
+/// by the import's own reading and planning.
 #[derive(Debug, Clone, Serialize)]
 pub struct DryRun {
     pub key: String,
     pub kind: String,
     /// `valid`, `partially_valid` or `invalid`.
     pub status: String,
+    pub options: ImportOptions,
     /// Why the whole file would be refused, if it would be.
     pub error: Option<String>,
     pub sheet: Option<String>,
     pub header_row: Option<u32>,
     pub ignored_columns: Vec<String>,
-    pub rows: u32,
+    /// Totals by what would happen, as the import would count them.
+    pub counts: Counts,
     pub valid_rows: usize,
     pub rejected_rows: usize,
+    /// Every row, in sheet order.
+    pub rows: Vec<PreviewRow>,
+    pub changes: Vec<UpdatedRow>,
     pub rejected: Vec<RejectedRow>,
 }
 
@@ -233,7 +286,7 @@ fn release_freed_memory() {
     }
 }
 
-/// Reads and validates a file off the async runtime, within the time limit.
+/// Reads and validates a whole file off the async runtime, within the time limit.
 /// `Err` is the reason the whole file is refused, written for the admin.
 pub async fn parse(
     bytes: Vec<u8>,
@@ -260,9 +313,12 @@ const CHUNK_ROWS: usize = 5_000;
 /// Chunks read ahead of the loader: the reader's lead, and the rows held at once.
 const CHUNKS_AHEAD: usize = 1;
 
-/// Why an import's transaction stopped: the file's fault (recorded as a failed import), or not.
+/// Why a file's reading and loading stopped: the file's fault (recorded as a failed import), or
+/// not.
 enum Halt {
     Refused(String),
+    /// A live run holds the import's claim.
+    Busy,
     Failed(Error),
 }
 
@@ -272,15 +328,11 @@ impl From<Error> for Halt {
     }
 }
 
-/// What a committed import's transaction hands back.
-struct Committed {
+/// A file read and planned (and, when writing, loaded).
+struct Processed {
     parsed: ParsedFile,
+    loaded: Loaded,
     parse_ms: f64,
-    touched: Vec<Uuid>,
-    counts: Counts,
-    status: &'static str,
-    error: Option<String>,
-    rejected: Vec<spreadsheet::RowError>,
 }
 
 /// `work`, refused as too slow when it is not done by `deadline` (or the deadline has passed).
@@ -304,170 +356,285 @@ fn too_slow(time_limit: Duration) -> String {
     )
 }
 
+/// The counts, status and reason of a processed file.
+fn tally(parsed: &ParsedFile, loaded: &Loaded) -> (Counts, ImportStatus, Option<String>) {
+    let mut rejected_rows = parsed.rejected_rows();
+    rejected_rows.extend(loaded.rejected.iter().map(|e| e.row));
+    rejected_rows.sort_unstable();
+    rejected_rows.dedup();
+    let counts = Counts {
+        rows: parsed.rows_seen as i32,
+        inserted: loaded.inserted as i32,
+        updated: loaded.updated as i32,
+        unchanged: loaded.unchanged as i32,
+        rejected: rejected_rows.len() as i32,
+    };
+    let loaded_rows = loaded.inserted + loaded.updated + loaded.unchanged;
+    let (status, error) = match (loaded_rows, rejected_rows.len()) {
+        (0, 0) => (
+            ImportStatus::Failed,
+            Some("the sheet has headers but no data rows".to_string()),
+        ),
+        (0, _) => (
+            ImportStatus::Failed,
+            Some("every row was rejected: see the rejected rows".to_string()),
+        ),
+        (_, 0) => (ImportStatus::Succeeded, None),
+        _ => (ImportStatus::PartiallySucceeded, None),
+    };
+    (counts, status, error)
+}
+
+/// Every problem of the file's and the load's rejected rows, in row order.
+fn all_rejected(parsed: &mut ParsedFile, loaded: &mut Loaded) -> Vec<spreadsheet::RowError> {
+    let mut rejected = std::mem::take(&mut parsed.rejected);
+    rejected.append(&mut loaded.rejected);
+    rejected.sort_by_key(|e| e.row);
+    parsed
+        .rejected_originals
+        .extend(loaded.rejected_originals.drain());
+    rejected
+}
+
 impl Importer<'_> {
-    /// Imports one uploaded object version, or returns the outcome of the run that did.
+    /// Imports one uploaded object version, or returns the outcome of the run that did (after
+    /// completing what that run left undone: its report files, its QR images).
     pub async fn import(&self, target: &ImportTarget) -> Result<ImportReport, Error> {
         let client = self.db.client().await?;
-        let id = match claim::claim(&client, target, self.config.import.lease).await? {
-            Claim::Finished(record) => {
-                tracing::info!(import_id = %record.id, key = %target.key, status = %record.status, "already imported; returning the earlier outcome");
-                return Ok(ImportReport::from_record(record, true));
+        let id = claim::register(&client, target).await?;
+        let result = db::in_transaction(&client, async {
+            match claim::take(&client, id).await? {
+                Claim::Claimed(held) => Box::pin(self.run(&client, target, &held)).await.map(Some),
+                Claim::Busy(_) => Err(Halt::Busy),
+                Claim::Finished(_) => Ok(None),
             }
-            Claim::Busy(record) => return self.await_other_run(&client, record).await,
-            Claim::Claimed(id) => id,
-        };
-        tracing::info!(import_id = %id, key = %target.key, kind = %target.kind, "importing");
-        match self.run(id, target, &client).await {
-            Ok(report) => {
-                report.metrics().emit();
-                Ok(report)
+        })
+        .await;
+        let report = match result {
+            Ok(Some(report)) => report,
+            Ok(None) => {
+                let record = claim::find(&client, id)
+                    .await?
+                    .ok_or_else(|| Error::Failed(format!("import {id} vanished")))?;
+                tracing::info!(import_id = %id, key = %target.key, status = %record.status, "already imported; returning the earlier outcome");
+                let unfinished = claim::unfinished(&client, id).await?;
+                let mut report = ImportReport::from_record(record, unfinished.report.clone());
+                self.complete(&client, &mut report, unfinished).await?;
+                return Ok(report);
             }
-            Err(error) => {
+            Err(Halt::Busy) => return self.await_other_run(&client, id).await,
+            Err(Halt::Refused(reason)) => {
+                return Err(Error::Failed(format!("import {id} stopped: {reason}")))
+            }
+            Err(Halt::Failed(error)) => {
                 crate::telemetry::Metrics::new("import-spreadsheet")
                     .count("ImportErrors", 1)
                     .emit();
-                // Not the file's fault: let Lambda's retry take the claim over at once.
-                if let Err(release_error) = claim::release(&client, id).await {
-                    tracing::error!(error = %release_error, "could not release the import claim");
-                }
-                Err(error)
+                // The transaction rolled back and released the claim: Lambda's retry takes it
+                // over at once.
+                return Err(error);
             }
-        }
+        };
+        let mut report = report;
+        release_freed_memory();
+        let unfinished = claim::unfinished(&client, id).await?;
+        self.complete(&client, &mut report, unfinished).await?;
+        report.redelivered = false;
+        tracing::info!(
+            import_id = %id, status = %report.status, inserted = report.counts.inserted, updated = report.counts.updated,
+            unchanged = report.counts.unchanged, rejected = report.counts.rejected, qr_cached = report.qr_cached, "import finished"
+        );
+        report.metrics().emit();
+        Ok(report)
     }
 
-    /// Reads and checks an uploaded object as an import would, against the database as it is
-    /// now, and writes nothing.
-    pub async fn dry_run(&self, bucket: &str, key: &str) -> Result<DryRun, Error> {
+    /// Writes what a committed import still owes: its report files, then its QR images. Run
+    /// after the commit by the run itself, and again by any redelivery that finds them missing.
+    async fn complete(
+        &self,
+        client: &tokio_postgres::Client,
+        report: &mut ImportReport,
+        unfinished: claim::Unfinished,
+    ) -> Result<(), Error> {
+        if unfinished.report.is_some() {
+            let started = Instant::now();
+            self.write_report(client, report).await?;
+            report.timings.report_ms = ms(started);
+        }
+        if let Some(ids) = unfinished.qr_pending {
+            let started = Instant::now();
+            let kind: Kind = report.kind.parse().map_err(Error::Failed)?;
+            report.qr_cached = self.cache_touched(kind, ids).await;
+            claim::qr_cached(client, report.import_id).await?;
+            report.timings.cache_ms = ms(started);
+        }
+        Ok(())
+    }
+
+    /// Reads and plans an uploaded object as an import with `options` would, against the
+    /// database as it is now, and writes nothing.
+    pub async fn dry_run(
+        &self,
+        bucket: &str,
+        key: &str,
+        options: ImportOptions,
+    ) -> Result<DryRun, Error> {
         let (kind, format) = event::classify(key)
             .map_err(|reason| Error::InvalidRequest(format!("{key}: {reason}")))?;
-        let settings = &self.config.import;
         let mut dry = DryRun {
             key: key.to_owned(),
             kind: kind.table().into(),
             status: "invalid".into(),
+            options,
             error: None,
             sheet: None,
             header_row: None,
             ignored_columns: Vec::new(),
-            rows: 0,
+            counts: Counts::default(),
             valid_rows: 0,
             rejected_rows: 0,
+            rows: Vec::new(),
+            changes: Vec::new(),
             rejected: Vec::new(),
         };
-        let bytes = match self
-            .storage
-            .get(bucket, key, None, settings.limits.max_bytes)
-            .await
-        {
-            Ok(fetched) => fetched.bytes,
-            Err(error @ (StorageError::TooLarge { .. } | StorageError::NotFound { .. })) => {
-                dry.error = Some(error.to_string());
-                return Ok(dry);
-            }
-            Err(error) => return Err(Error::Failed(error.to_string())),
-        };
-        let parsed = match parse(bytes, format, kind, settings).await {
-            Ok(parsed) => parsed,
-            Err(reason) => {
+        let client = self.db.client().await?;
+        let target = (bucket, key, None, kind, format);
+        // A read-only transaction: the plan sees one consistent state and cannot write.
+        let processed = db::in_transaction(&client, async {
+            client
+                .batch_execute("SET TRANSACTION READ ONLY")
+                .await
+                .map_err(|e| Error::postgres("starting the dry run", e))?;
+            Box::pin(self.process(&client, target, Mode::Preview, options)).await
+        })
+        .await;
+        let Processed {
+            mut parsed,
+            mut loaded,
+            ..
+        } = match processed {
+            Ok(processed) => processed,
+            Err(Halt::Refused(reason)) => {
                 dry.error = Some(reason);
                 return Ok(dry);
             }
+            Err(Halt::Failed(error)) => return Err(error),
+            Err(Halt::Busy) => return Err(Error::Failed("a dry run claims nothing".into())),
         };
+        let (counts, status, error) = tally(&parsed, &loaded);
+        let rejected = all_rejected(&mut parsed, &mut loaded);
         dry.sheet = parsed.sheet.clone();
         dry.header_row = Some(parsed.header_row);
         dry.ignored_columns = parsed.ignored_columns.clone();
-        dry.rows = parsed.rows_seen;
-        let client = self.db.client().await?;
-        let file_rejected_rows = parsed.rejected_rows().len();
-        let mut rejected = parsed.rejected;
-        let (valid, db_rejected) = match parsed.records {
-            Records::Students(rows) => {
-                let existing = load::Existing::read(&client, Kind::Students).await?;
-                let checked = load::check_students(&client, rows, &existing).await?;
-                (checked.accepted.len(), checked.rejected)
-            }
-            Records::Stalls(rows) => {
-                let checked = load::check_stalls(&client, rows).await?;
-                (checked.accepted.len(), checked.rejected)
-            }
-        };
-        dry.valid_rows = valid;
-        dry.rejected_rows = file_rejected_rows + db_rejected.len();
-        rejected.extend(db_rejected);
-        rejected.sort_by_key(|e| e.row);
-        dry.rejected = rejected.iter().map(RejectedRow::from).collect();
-        dry.status = match (valid, dry.rejected_rows) {
-            (0, _) => "invalid",
-            (_, 0) => "valid",
-            _ => "partially_valid",
+        dry.valid_rows = loaded.actions.len();
+        dry.rejected_rows = counts.rejected as usize;
+        dry.status = match status {
+            ImportStatus::Succeeded => "valid",
+            ImportStatus::PartiallySucceeded => "partially_valid",
+            _ => "invalid",
         }
         .into();
-        if valid == 0 && dry.rejected_rows == 0 {
-            dry.error = Some("the sheet has headers but no data rows".into());
+        if counts.rows == 0 {
+            dry.error = error;
         }
+        dry.counts = counts;
+        let rejected_file = RejectedFile::new(Vec::new(), &rejected, &parsed.rejected_originals);
+        let mut changes: std::collections::HashMap<u32, &UpdatedRow> =
+            loaded.changes.iter().map(|c| (c.row, c)).collect();
+        let mut rows: Vec<PreviewRow> = loaded
+            .actions
+            .iter()
+            .map(|(row, action)| {
+                let change = changes.remove(row);
+                PreviewRow {
+                    row: *row,
+                    action: match action {
+                        Action::Insert => "insert",
+                        Action::Update => "update",
+                        Action::Unchanged => "unchanged",
+                    },
+                    key: change.map(|c| c.key.clone()),
+                    changes: change.map(|c| c.changes.clone()).unwrap_or_default(),
+                    reason: None,
+                }
+            })
+            .collect();
+        rows.extend(rejected_file.rows.iter().map(|line| PreviewRow {
+            row: line.row,
+            action: "rejected",
+            key: None,
+            changes: Vec::new(),
+            reason: Some(line.reason.clone()),
+        }));
+        rows.sort_by_key(|r| r.row);
+        dry.rows = rows;
+        dry.changes = loaded.changes;
+        dry.rejected = rejected.iter().map(RejectedRow::from).collect();
         Ok(dry)
     }
 
-    /// Another run holds the claim: wait for its outcome; if it does not come (that run may
-    /// have crashed and its lease still runs), fail so the event is retried, not dropped.
+    /// Another run holds the claim: wait for its outcome; if it does not come, fail so the
+    /// event is retried, not dropped.
     async fn await_other_run(
         &self,
         client: &tokio_postgres::Client,
-        record: ImportRecord,
+        id: Uuid,
     ) -> Result<ImportReport, Error> {
-        tracing::info!(import_id = %record.id, key = %record.object_key, "another run is importing this file; waiting for it");
+        tracing::info!(import_id = %id, "another run is importing this file; waiting for it");
         let deadline = Instant::now() + self.config.import.busy_wait;
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            if let Some(now) = claim::find(client, record.id).await? {
+            if let Some(now) = claim::find(client, id).await? {
                 if now.is_finished() {
-                    return Ok(ImportReport::from_record(now, true));
+                    let unfinished = claim::unfinished(client, id).await?;
+                    return Ok(ImportReport::from_record(now, unfinished.report));
                 }
             }
         }
         Err(Error::Failed(format!(
-            "import {} of {} is still being processed by another run; the event will be retried",
-            record.id, record.object_key
+            "import {id} is still being processed by another run; the event will be retried"
         )))
     }
 
-    async fn run(
+    /// Downloads, reads and plans one file, loading it as it is read when `mode` writes. Runs
+    /// in the caller's transaction.
+    async fn process(
         &self,
-        id: Uuid,
-        target: &ImportTarget,
         client: &tokio_postgres::Client,
-    ) -> Result<ImportReport, Error> {
+        (bucket, key, version_id, kind, format): (
+            &str,
+            &str,
+            Option<&str>,
+            Kind,
+            spreadsheet::Format,
+        ),
+        mode: Mode,
+        options: ImportOptions,
+    ) -> Result<Processed, Halt> {
         let settings = &self.config.import;
-        let mut report = ImportReport::new(id, target);
-
-        let started = Instant::now();
-        let fetched = self
+        let bytes = match self
             .storage
-            .get(
-                &target.bucket,
-                &target.key,
-                target.version_id.as_deref(),
-                settings.limits.max_bytes,
-            )
-            .await;
-        report.timings.download_ms = ms(started);
-        let bytes = match fetched {
+            .get(bucket, key, version_id, settings.limits.max_bytes)
+            .await
+        {
             Ok(fetched) => fetched.bytes,
-            Err(error @ StorageError::TooLarge { .. }) => {
-                return self.refuse(client, report, error.to_string()).await
+            Err(error @ (StorageError::TooLarge { .. } | StorageError::NotFound { .. })) => {
+                return Err(Halt::Refused(error.to_string()))
             }
-            Err(error @ StorageError::NotFound { .. }) => {
-                return self.refuse(client, report, error.to_string()).await
-            }
-            Err(error) => return Err(Error::Failed(error.to_string())),
+            Err(error) => return Err(Halt::Failed(Error::Failed(error.to_string()))),
         };
-
         let started = Instant::now();
+        let secret = self.config.jwt_secret().map_err(Error::from)?;
+        let mut loader =
+            Loader::start(client, kind, mode, secret, settings.password, options).await?;
+        if let Some(reason) = loader.upload_event_error() {
+            return Err(Halt::Refused(reason));
+        }
         let deadline = tokio::time::Instant::now() + settings.time_limit;
-        // The reader hands rows over a chunk at a time and the loader writes each while the
-        // next is read, so the file's parse and its load overlap on two cores.
+        // The reader hands rows over a chunk at a time and the loader plans (and writes) each
+        // while the next is read, so the file's parse and its load overlap on two cores.
         let (sender, mut chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
-        let (limits, format, kind) = (settings.limits.clone(), target.format, target.kind);
+        let limits: Limits = settings.limits.clone();
         let today = chrono::Utc::now().date_naive();
         let mut reading = tokio::task::spawn_blocking(move || {
             let parsed = spreadsheet::stream_records(
@@ -484,155 +651,170 @@ impl Importer<'_> {
             );
             (parsed, ms(started))
         });
-        let secret = self.config.jwt_secret()?;
-        let password = settings.password;
         let time_limit = settings.time_limit;
-        let outcome = db::in_transaction(client, async {
-            let mut loader = load::Loader::start(client, kind, secret, password).await?;
-            while let Some(chunk) = within(deadline, time_limit, chunks.recv()).await? {
-                loader.load(chunk).await?;
-            }
-            let (parsed, parse_ms) =
-                within(deadline, time_limit, &mut reading)
-                    .await?
-                    .map_err(|_| {
-                        Halt::Refused(
-                            "the file could not be read: the reader stopped unexpectedly".into(),
-                        )
-                    })?;
-            let mut parsed = parsed.map_err(|error| Halt::Refused(error.to_string()))?;
-            let rest = std::mem::replace(&mut parsed.records, Records::new(kind));
-            loader.load(rest).await?;
-            let loaded = loader.finish();
-
-            let rejected_rows = parsed.rejected_rows().len() + loaded.rejected.len();
-            let mut rejected = std::mem::take(&mut parsed.rejected);
-            rejected.extend(loaded.rejected);
-            rejected.sort_by_key(|e| e.row);
-            let counts = Counts {
-                rows: parsed.rows_seen as i32,
-                inserted: loaded.inserted as i32,
-                updated: loaded.updated as i32,
-                unchanged: loaded.unchanged as i32,
-                rejected: rejected_rows as i32,
-            };
-            let loaded_rows = loaded.inserted + loaded.updated + loaded.unchanged;
-            let (status, error) = match (loaded_rows, rejected_rows) {
-                (0, 0) => (
-                    "failed",
-                    Some("the sheet has headers but no data rows".to_string()),
-                ),
-                (0, _) => (
-                    "failed",
-                    Some("every row was rejected: see the rejected rows".to_string()),
-                ),
-                (_, 0) => ("succeeded", None),
-                _ => ("partially_succeeded", None),
-            };
-            let listed: Vec<RejectedRow> = rejected
-                .iter()
-                .take(REJECTED_LISTED)
-                .map(RejectedRow::from)
-                .collect();
-            let reasons = match &error {
-                Some(error) if listed.is_empty() => serde_json::json!([{ "error": error }]),
-                _ => serde_json::to_value(&listed).unwrap_or_default(),
-            };
-            claim::finish(client, id, status, &counts, &reasons).await?;
-            Ok(Committed {
-                parsed,
-                parse_ms,
-                touched: loaded.touched,
-                counts,
-                status,
-                error,
-                rejected,
-            })
+        while let Some(chunk) = within(deadline, time_limit, chunks.recv()).await? {
+            loader.load(chunk).await?;
+        }
+        let (parsed, parse_ms) =
+            within(deadline, time_limit, &mut reading)
+                .await?
+                .map_err(|_| {
+                    Halt::Refused(
+                        "the file could not be read: the reader stopped unexpectedly".into(),
+                    )
+                })?;
+        let mut parsed = parsed.map_err(|error| Halt::Refused(error.to_string()))?;
+        let rest = std::mem::replace(&mut parsed.records, Records::new(kind));
+        loader.load(rest).await?;
+        Ok(Processed {
+            parsed,
+            loaded: loader.finish(),
+            parse_ms,
         })
-        .await;
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(Halt::Refused(reason)) => {
-                report.timings.parse_ms = ms(started);
-                return self.refuse(client, report, reason).await;
-            }
-            Err(Halt::Failed(error)) => return Err(error),
-        };
-        report.timings.parse_ms = outcome.parse_ms;
-        report.timings.load_ms = ms(started) - outcome.parse_ms;
-        report.sheet = outcome.parsed.sheet;
-        report.header_row = Some(outcome.parsed.header_row);
-        report.ignored_columns = outcome.parsed.ignored_columns;
-        report.counts = outcome.counts;
-        report.status = outcome.status.into();
-        report.error = outcome.error;
-        report.rejected = outcome.rejected.iter().map(RejectedRow::from).collect();
-        let (rejected, touched) = (outcome.rejected, outcome.touched);
-
-        release_freed_memory();
-
-        let started = Instant::now();
-        self.write_report(client, &mut report, &rejected).await?;
-        report.timings.report_ms = ms(started);
-
-        let started = Instant::now();
-        report.qr_cached = self.cache_touched(target.kind, touched).await;
-        report.timings.cache_ms = ms(started);
-        tracing::info!(
-            import_id = %id, status = %report.status, inserted = report.counts.inserted, updated = report.counts.updated,
-            unchanged = report.counts.unchanged, rejected = report.counts.rejected, qr_cached = report.qr_cached, "import finished"
-        );
-        Ok(report)
     }
 
-    /// The whole file is refused: nothing loaded, the reason recorded and reported.
-    async fn refuse(
+    /// Imports the file in the open transaction that holds the claim. A refused file rolls back
+    /// what it loaded (to the savepoint) and is recorded as failed in the same transaction.
+    async fn run(
         &self,
         client: &tokio_postgres::Client,
-        mut report: ImportReport,
-        reason: String,
-    ) -> Result<ImportReport, Error> {
-        tracing::warn!(import_id = %report.import_id, reason = %reason, "file refused");
-        let reasons = serde_json::json!([{ "error": reason }]);
+        target: &ImportTarget,
+        held: &Held,
+    ) -> Result<ImportReport, Halt> {
+        let options = held.record.options();
+        let mut report = ImportReport::new(held.record.id, target, options);
+        tracing::info!(import_id = %report.import_id, key = %target.key, kind = %target.kind, attempt = held.attempt, "importing");
+        // A run that stops answering (a frozen container) must not hold the claim for ever.
+        let idle = self.config.import.time_limit + Duration::from_secs(60);
+        client
+            .batch_execute(&format!(
+                "SET LOCAL idle_in_transaction_session_timeout = '{}s'; SAVEPOINT load",
+                idle.as_secs()
+            ))
+            .await
+            .map_err(|e| Error::postgres("starting the import", e))?;
+        let started = Instant::now();
+        let processed = Box::pin(self.process(
+            client,
+            (
+                &target.bucket,
+                &target.key,
+                target.version_id.as_deref(),
+                target.kind,
+                target.format,
+            ),
+            Mode::Write,
+            options,
+        ))
+        .await;
+        let (counts, status, error, touched) = match processed {
+            Ok(Processed {
+                mut parsed,
+                mut loaded,
+                parse_ms,
+            }) => {
+                report.timings.parse_ms = parse_ms;
+                report.timings.load_ms = ms(started) - parse_ms;
+                let (counts, status, error) = tally(&parsed, &loaded);
+                let rejected = all_rejected(&mut parsed, &mut loaded);
+                report.sheet = parsed.sheet.take();
+                report.header_row = Some(parsed.header_row);
+                report.ignored_columns = std::mem::take(&mut parsed.ignored_columns);
+                report.changes = std::mem::take(&mut loaded.changes);
+                report.rejected = rejected.iter().map(RejectedRow::from).collect();
+                report.rejected_file = RejectedFile::new(
+                    std::mem::take(&mut parsed.header_cells),
+                    &rejected,
+                    &parsed.rejected_originals,
+                );
+                (counts, status, error, std::mem::take(&mut loaded.touched))
+            }
+            Err(Halt::Refused(reason)) => {
+                tracing::warn!(import_id = %report.import_id, reason = %reason, "file refused");
+                client
+                    .batch_execute("ROLLBACK TO SAVEPOINT load")
+                    .await
+                    .map_err(|e| Error::postgres("undoing a refused file", e))?;
+                (
+                    Counts::default(),
+                    ImportStatus::Failed,
+                    Some(reason),
+                    Vec::new(),
+                )
+            }
+            Err(failed) => return Err(failed),
+        };
+        report.counts = counts;
+        report.status = status;
+        report.error = error;
+        let listed: Vec<&RejectedRow> = report.rejected.iter().take(REJECTED_LISTED).collect();
+        let reasons = match &report.error {
+            Some(error) if listed.is_empty() => serde_json::json!([{ "error": error }]),
+            _ => serde_json::to_value(&listed).unwrap_or_default(),
+        };
+        let stored = serde_json::to_value(&report)
+            .map_err(|e| Error::Failed(format!("writing the report: {e}")))?;
         claim::finish(
             client,
-            report.import_id,
-            "failed",
-            &Counts::default(),
-            &reasons,
+            held,
+            &Outcome {
+                status,
+                counts: &report.counts,
+                reasons: &reasons,
+                report: &stored,
+                qr_pending: &touched,
+            },
         )
         .await?;
-        report.status = "failed".into();
-        report.error = Some(reason);
-        self.write_report(client, &mut report, &[]).await?;
         Ok(report)
     }
 
-    /// `reports/{id}.json` and, when rows were refused, `reports/{id}-rejected.csv`.
+    /// `reports/{id}.json` and, when rows were refused, `reports/{id}-rejected.{xlsx|csv}`, in
+    /// the upload's own kind of file.
     async fn write_report(
         &self,
         client: &tokio_postgres::Client,
         report: &mut ImportReport,
-        rejected: &[spreadsheet::RowError],
     ) -> Result<(), Error> {
         let key = format!("reports/{}.json", report.import_id);
         report.report_key = Some(key.clone());
+        let rejected_key = if report.rejected_file.rows.is_empty() {
+            None
+        } else {
+            let csv =
+                spreadsheet::Format::from_file_name(&report.key) == Some(spreadsheet::Format::Csv);
+            let (bytes, extension, content_type) = if csv {
+                let bytes = report
+                    .rejected_file
+                    .to_csv()
+                    .map_err(|e| Error::Failed(format!("writing the rejected rows: {e}")))?;
+                (bytes, "csv", "text/csv; charset=utf-8")
+            } else {
+                let bytes = report
+                    .rejected_file
+                    .to_xlsx()
+                    .map_err(|e| Error::Failed(format!("writing the rejected rows: {e}")))?;
+                (
+                    bytes,
+                    "xlsx",
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                )
+            };
+            let rejected_key = format!("reports/{}-rejected.{extension}", report.import_id);
+            self.storage
+                .put(&report.bucket, &rejected_key, bytes, content_type)
+                .await
+                .map_err(|e| Error::Failed(e.to_string()))?;
+            Some(rejected_key)
+        };
+        report.rejected_key = rejected_key.clone();
         let json = serde_json::to_vec_pretty(&report)
             .map_err(|e| Error::Failed(format!("writing the report: {e}")))?;
         self.storage
             .put(&report.bucket, &key, json, "application/json")
             .await
             .map_err(|e| Error::Failed(e.to_string()))?;
-        if !rejected.is_empty() {
-            let csv = report::rejected_csv(rejected)
-                .map_err(|e| Error::Failed(format!("writing the rejected rows: {e}")))?;
-            let csv_key = format!("reports/{}-rejected.csv", report.import_id);
-            self.storage
-                .put(&report.bucket, &csv_key, csv, "text/csv; charset=utf-8")
-                .await
-                .map_err(|e| Error::Failed(e.to_string()))?;
-        }
-        claim::set_report_key(client, report.import_id, &key).await
+        claim::reports_written(client, report.import_id, &key, rejected_key.as_deref()).await
     }
 
     /// Caches the QR images of the rows the import touched, with the warmer's own code. The
@@ -678,8 +860,8 @@ mod tests {
             kind: Kind::Students,
             format: spreadsheet::Format::Csv,
         };
-        let mut report = ImportReport::new(Uuid::nil(), &target);
-        report.status = "partially_succeeded".into();
+        let mut report = ImportReport::new(Uuid::nil(), &target, ImportOptions::default());
+        report.status = ImportStatus::PartiallySucceeded;
         report.counts = Counts {
             rows: 10,
             inserted: 5,

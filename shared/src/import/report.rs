@@ -1,40 +1,23 @@
-//! The report an admin downloads: JSON with everything, and the rejected rows as CSV that a
-//! spreadsheet program opens without running anything in it.
+//! What an admin downloads after an import: the JSON report with everything, and the rejected
+//! rows ready to fix and upload again, with every cell as uploaded plus the row's number and
+//! the reasons (`.xlsx` for spreadsheet uploads, `.csv` for CSV ones). Neither runs anything in
+//! a spreadsheet program: xlsx cells are written as text, CSV cells that would start a formula
+//! get a leading `'`, which the reader drops again on re-upload.
 
+use std::collections::{BTreeMap, HashMap};
+
+use rust_xlsxwriter::Workbook;
 use serde::{Deserialize, Serialize};
 
-use crate::spreadsheet::RowError;
+use crate::spreadsheet::{guard_formula, OriginalRow, RowError};
 
-/// Cells starting with these are formulas to Excel and LibreOffice; a leading `'` makes them text.
-const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+/// Headers of the two columns the rejected-rows file adds; no field answers to them, so a
+/// re-upload ignores them.
+pub const ROW_HEADER: &str = "Rejected row";
+pub const REASON_HEADER: &str = "Rejection reason";
 
-/// Neutralises a cell that a spreadsheet program would run as a formula.
-pub fn csv_safe(value: &str) -> String {
-    if value.starts_with(FORMULA_STARTS) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    }
-}
-
-/// The rejected rows as CSV: row, column, reason.
-pub fn rejected_csv(rejected: &[RowError]) -> Result<Vec<u8>, csv::Error> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record(["row", "column", "reason"])?;
-    for error in rejected {
-        writer.write_record([
-            error.row.to_string(),
-            csv_safe(&error.column),
-            csv_safe(&error.reason),
-        ])?;
-    }
-    writer
-        .into_inner()
-        .map_err(|e| csv::Error::from(e.into_error()))
-}
-
-/// One rejected row in the JSON report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One problem of a rejected row in the JSON report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedRow {
     pub row: u32,
     pub column: String,
@@ -51,33 +34,196 @@ impl From<&RowError> for RejectedRow {
     }
 }
 
+/// A rejected row as the admin fixes it: its cells as uploaded, and why it was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedLine {
+    pub row: u32,
+    pub cells: Vec<String>,
+    pub reason: String,
+}
+
+/// The rejected-rows file's content: the header row as uploaded, then each rejected row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedFile {
+    pub header: Vec<String>,
+    pub rows: Vec<RejectedLine>,
+}
+
+impl RejectedFile {
+    /// One line per rejected row, in row order, its problems joined into one reason.
+    pub fn new(
+        header: Vec<String>,
+        rejected: &[RowError],
+        originals: &HashMap<u32, OriginalRow>,
+    ) -> RejectedFile {
+        let mut reasons: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for error in rejected {
+            reasons
+                .entry(error.row)
+                .or_default()
+                .push(format!("{}: {}", error.column, error.reason));
+        }
+        let rows = reasons
+            .into_iter()
+            .map(|(row, reasons)| RejectedLine {
+                row,
+                cells: originals
+                    .get(&row)
+                    .map(|original| original.cells().map(str::to_owned).collect())
+                    .unwrap_or_default(),
+                reason: reasons.join("; "),
+            })
+            .collect();
+        RejectedFile { header, rows }
+    }
+
+    /// Every line's cells padded to the widest, the row and reason last.
+    fn lines(&self) -> Vec<Vec<String>> {
+        let width = self
+            .rows
+            .iter()
+            .map(|r| r.cells.len())
+            .chain([self.header.len()])
+            .max()
+            .unwrap_or(0);
+        let pad = |cells: &[String]| {
+            let mut line = cells.to_vec();
+            line.resize(width, String::new());
+            line
+        };
+        let mut header = pad(&self.header);
+        header.extend([ROW_HEADER.to_owned(), REASON_HEADER.to_owned()]);
+        let mut lines = vec![header];
+        for row in &self.rows {
+            let mut line = pad(&row.cells);
+            line.extend([row.row.to_string(), row.reason.clone()]);
+            lines.push(line);
+        }
+        lines
+    }
+
+    pub fn to_csv(&self) -> Result<Vec<u8>, csv::Error> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        for line in self.lines() {
+            writer.write_record(line.iter().map(|cell| guard_formula(cell)))?;
+        }
+        writer
+            .into_inner()
+            .map_err(|e| csv::Error::from(e.into_error()))
+    }
+
+    pub fn to_xlsx(&self) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+        let mut workbook = Workbook::new();
+        let sheet = workbook.add_worksheet();
+        sheet.set_name("Rejected rows")?;
+        for (r, line) in self.lines().iter().enumerate() {
+            for (c, cell) in line.iter().enumerate() {
+                if !cell.is_empty() {
+                    // Text cells: never a formula, whatever they start with.
+                    sheet.write_string(r as u32, c as u16, cell)?;
+                }
+            }
+        }
+        workbook.save_to_buffer()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::spreadsheet::Field;
+    use crate::spreadsheet::{read_records, Field, Format, Limits, Records};
 
-    #[test]
-    fn formula_cells_are_neutralised() {
-        for cell in ["=1+1", "+91", "-2", "@SUM(A1)", "\tx", "\rx"] {
-            assert!(csv_safe(cell).starts_with('\''), "{cell:?}");
+    fn file() -> RejectedFile {
+        let errors = vec![
+            RowError {
+                row: 7,
+                column: Arc::from("Email"),
+                field: Field::Email,
+                reason: "=HYPERLINK(\"http://x\")".into(),
+            },
+            RowError {
+                row: 7,
+                column: Arc::from("Phone"),
+                field: Field::Phone,
+                reason: "not a phone".into(),
+            },
+        ];
+        RejectedFile {
+            header: vec!["Registration No".into(), "Name".into(), "Phone".into()],
+            rows: RejectedFile::new(Vec::new(), &errors, &HashMap::new())
+                .rows
+                .into_iter()
+                .map(|mut line| {
+                    line.cells = vec![
+                        "2024001".into(),
+                        "=cmd|' /C calc'!A0".into(),
+                        "+91 98765 43210".into(),
+                    ];
+                    line
+                })
+                .collect(),
         }
-        assert_eq!(csv_safe("plain"), "plain");
     }
 
     #[test]
-    fn csv_has_a_header_and_one_line_per_error() {
-        let errors = vec![RowError {
-            row: 7,
-            column: Arc::from("Email"),
-            field: Field::Email,
-            reason: "=HYPERLINK(\"http://x\")".into(),
-        }];
-        let text = String::from_utf8(rejected_csv(&errors).unwrap()).unwrap();
+    fn one_line_per_rejected_row_with_every_reason() {
+        let file = file();
+        assert_eq!(file.rows.len(), 1);
+        assert_eq!(
+            file.rows[0].reason,
+            "Email: =HYPERLINK(\"http://x\"); Phone: not a phone"
+        );
+    }
+
+    #[test]
+    fn csv_cells_are_formula_safe_and_read_back_as_typed() {
+        let text = String::from_utf8(file().to_csv().unwrap()).unwrap();
         assert_eq!(
             text,
-            "row,column,reason\n7,Email,\"'=HYPERLINK(\"\"http://x\"\")\"\n"
+            "Registration No,Name,Phone,Rejected row,Rejection reason\n\
+             2024001,'=cmd|' /C calc'!A0,'+91 98765 43210,7,\"Email: =HYPERLINK(\"\"http://x\"\"); Phone: not a phone\"\n"
         );
+        // The reader drops the guard: the phone reads as typed.
+        let parsed = read_records(
+            "Registration No,Full Name,School,DOB,Pincode,Phone\n20240001,'=x,S,2000-01-01,110001,'+91 98765 43210\n".as_bytes(),
+            Format::Csv,
+            crate::db::Kind::Students,
+            &Limits::default(),
+            chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        )
+        .unwrap();
+        let Records::Students(rows) = parsed.records else {
+            panic!("students expected")
+        };
+        assert_eq!(rows[0].1.full_name, "=x");
+        assert_eq!(rows[0].1.phone.value().unwrap().as_str(), "9876543210");
+    }
+
+    #[test]
+    fn xlsx_holds_text_cells_only() {
+        let bytes = file().to_xlsx().unwrap();
+        let parsed = read_records(
+            &bytes,
+            Format::Xlsx,
+            crate::db::Kind::Students,
+            &Limits::default(),
+            chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        );
+        // It opens, and the header row is the uploaded one plus the two added columns.
+        match parsed {
+            Err(crate::spreadsheet::FileError::MissingColumns { found, .. }) => assert_eq!(
+                found,
+                [
+                    "Registration No",
+                    "Name",
+                    "Phone",
+                    ROW_HEADER,
+                    REASON_HEADER
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

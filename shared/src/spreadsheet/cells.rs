@@ -101,6 +101,26 @@ fn excel_date(dt: &ExcelDateTime) -> Cell<'static> {
     ))
 }
 
+/// Cells starting with these are formulas to Excel and LibreOffice; a leading `'` makes them text.
+pub const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Neutralises a CSV cell that a spreadsheet program would run as a formula.
+pub fn guard_formula(value: &str) -> String {
+    if value.starts_with(FORMULA_STARTS) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    }
+}
+
+/// The value [`guard_formula`] neutralised, so a rejected-rows file re-uploads as it was typed.
+pub fn unguard_formula(value: &str) -> &str {
+    match value.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_STARTS) => rest,
+        _ => value,
+    }
+}
+
 /// Trims spaces, including no-break spaces and the zero-width characters web pages leave.
 pub fn clean(text: &str) -> &str {
     text.trim_matches(|c: char| c.is_whitespace() || matches!(c, '\u{200b}' | '\u{feff}'))

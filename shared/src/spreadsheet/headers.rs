@@ -24,11 +24,13 @@ pub enum Field {
     StallName,
     Description,
     Location,
+    /// The event a stall belongs to: its code or id.
+    Event,
 }
 
 impl Field {
     /// How many fields there are: `field as usize` indexes an array of this length.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -46,6 +48,7 @@ impl Field {
             Field::StallName => "stall_name",
             Field::Description => "description",
             Field::Location => "location",
+            Field::Event => "event",
         }
     }
 
@@ -73,7 +76,7 @@ impl Field {
                 Field::ProgramName,
                 Field::Batch,
             ],
-            Kind::Stalls => &[Field::Description, Field::Location],
+            Kind::Stalls => &[Field::Description, Field::Location, Field::Event],
         }
     }
 
@@ -193,6 +196,7 @@ pub const SYNONYMS: &[(Field, &[&str])] = &[
     (Field::StallName, &["Stall Name", "Name", "Stall Title"]),
     (Field::Description, &["Details", "About"]),
     (Field::Location, &["Venue", "Place", "Stall Location"]),
+    (Field::Event, &["Event Code", "Event ID", "Event UUID"]),
 ];
 
 /// Lower-cased letters and digits of `header`, bracketed text dropped: the form headers are

@@ -20,6 +20,7 @@ mod read;
 pub mod template;
 mod validate;
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use chrono::NaiveDate;
@@ -27,10 +28,12 @@ use serde::Serialize;
 
 use crate::db::Kind;
 
+pub use cells::{guard_formula, FORMULA_STARTS};
 pub use headers::{normalize as normalize_header, Column, Field, SYNONYMS};
 pub use validate::{
-    max_chars, Email, Phone, Pincode, Records, RegistrationNo, RowError, SchoolRef, StallNumber,
-    StallRecord, StudentRecord, BATCH_YEARS, MIN_AGE_YEARS,
+    max_chars, Email, EventRef, Optional, OriginalRow, Phone, Pincode, Records, RegistrationNo,
+    RowError, SchoolRef, StallNumber, StallRecord, StudentRecord, BATCH_YEARS, EARLIEST_BIRTH_DATE,
+    MIN_AGE_YEARS, MIN_REGISTRATION_CHARS,
 };
 
 /// A file format, named by the uploaded file's extension.
@@ -261,11 +264,16 @@ pub struct ParsedFile {
     pub header_row: u32,
     /// Headers of the header row that the import ignores, as spelled there.
     pub ignored_columns: Vec<String>,
+    /// The header row's cells as spelled there, from the first column: the rejected-rows file
+    /// repeats them.
+    pub header_cells: Vec<String>,
     /// Valid rows with their sheet row numbers, in file order (when streamed, those not yet
     /// handed over).
     pub records: Records,
     /// One entry per problem, in row order; a row appears once per bad value.
     pub rejected: Vec<RowError>,
+    /// The cells of each rejected row as uploaded, by row number.
+    pub rejected_originals: HashMap<u32, OriginalRow>,
     /// Non-blank rows below the header row (valid + rejected).
     pub rows_seen: u32,
 }

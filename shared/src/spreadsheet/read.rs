@@ -9,9 +9,9 @@ use std::ops::ControlFlow;
 use calamine::{Data, Ods, Range, Reader, Xls, XlsError, Xlsb, XlsbError, Xlsx, XlsxError};
 use chrono::NaiveDate;
 
-use super::cells::{clean, Cell};
+use super::cells::{clean, unguard_formula, Cell};
 use super::headers::{Field, HeaderMap};
-use super::validate::{Records, RowValidator};
+use super::validate::{OriginalRow, Records, RowValidator};
 use super::{FileError, Format, Limits, ParsedFile, HEADER_SEARCH_ROWS};
 use crate::db::Kind;
 
@@ -186,6 +186,7 @@ impl Job<'_> {
         let mut rows = CsvRows {
             records: reader.records(),
             limits: self.limits,
+            previous: None,
         };
         match self.sheet(None, Format::Csv, &mut rows)? {
             SheetOutcome::Parsed(parsed) => Ok(parsed),
@@ -214,7 +215,7 @@ impl Job<'_> {
             let map = HeaderMap::match_row(self.kind, &texts);
             let missing = map.missing(self.kind);
             if missing.is_empty() {
-                header = Some((row, map));
+                header = Some((row, map, OriginalRow::from_cells(&cells)));
                 break;
             }
             let candidate = Candidate {
@@ -225,7 +226,7 @@ impl Job<'_> {
             };
             best = closer(best, Some(candidate));
         }
-        let Some((header_row, map)) = header else {
+        let Some((header_row, map, header_cells)) = header else {
             return Ok(SheetOutcome::NoHeader(best));
         };
         let ignored_columns = map.ignored();
@@ -255,8 +256,10 @@ impl Job<'_> {
             sheet: name.map(str::to_owned),
             header_row,
             ignored_columns,
+            header_cells: header_cells.cells().map(str::to_owned).collect(),
             records: validator.records,
             rejected: validator.rejected,
+            rejected_originals: validator.rejected_originals,
             rows_seen,
         }))
     }
@@ -434,10 +437,14 @@ impl<'s> RowSource<'s> for RangeRows<'s> {
     }
 }
 
-/// Records of a CSV file; the row number is the line the record starts on.
+/// Records of a CSV file. The row number is the one a spreadsheet program shows: each record is
+/// one row however many lines its quoted cells span, and each blank line (which the csv reader
+/// skips) is an empty row.
 struct CsvRows<'a> {
     records: csv::StringRecordsIter<'a, &'a [u8]>,
     limits: &'a Limits,
+    /// The last record's row, line and line breaks inside its cells.
+    previous: Option<(u32, u64, u64)>,
 }
 
 impl RowSource<'static> for CsvRows<'_> {
@@ -445,30 +452,39 @@ impl RowSource<'static> for CsvRows<'_> {
         cells.clear();
         for record in self.records.by_ref() {
             let record = record.map_err(|e| damaged("csv", e))?;
-            let line = record
-                .position()
-                .map(|p| u32::try_from(p.line()).unwrap_or(u32::MAX))
-                .unwrap_or(0);
+            let line = record.position().map_or(1, |p| p.line());
+            let row = match self.previous {
+                None => line,
+                Some((row, previous_line, breaks)) => {
+                    let blank_lines = line.saturating_sub(previous_line + breaks + 1);
+                    u64::from(row) + 1 + blank_lines
+                }
+            };
+            let row = u32::try_from(row).unwrap_or(u32::MAX);
+            let breaks = record
+                .iter()
+                .map(|field| field.bytes().filter(|b| *b == b'\n').count() as u64)
+                .sum();
+            self.previous = Some((row, line, breaks));
             for (index, field) in record.iter().enumerate() {
                 if clean(field).is_empty() {
                     continue;
                 }
-                let cell = Cell::Text(field.to_owned().into());
+                let cell = Cell::Text(unguard_formula(field).to_owned().into());
                 let column = u32::try_from(index).unwrap_or(u32::MAX);
                 if column >= self.limits.max_columns {
-                    return Err(too_many_columns("CSV", line, column, self.limits));
+                    return Err(too_many_columns("CSV", row, column, self.limits));
                 }
                 cells.push((column, cell));
             }
             if !cells.is_empty() {
-                return Ok(Some(line));
+                return Ok(Some(row));
             }
         }
         Ok(None)
     }
 }
 
-/// The text of a CSV file: UTF-8 with or without its byte-order mark; anything else refused.
 fn csv_text(bytes: &[u8]) -> Result<&str, FileError> {
     if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
         return Err(FileError::NotUtf8 { line: 1 });

@@ -14,7 +14,7 @@ use rust_xlsxwriter::{
 use uuid::Uuid;
 
 use super::headers::Field;
-use super::validate::{max_chars, BATCH_YEARS, MIN_AGE_YEARS};
+use super::validate::{max_chars, BATCH_YEARS, EARLIEST_BIRTH_DATE, MIN_AGE_YEARS};
 use crate::db::Kind;
 
 /// Name of the second sheet.
@@ -82,7 +82,8 @@ pub fn description(field: Field) -> String {
         ),
         Field::DateOfBirth => format!(
             "Date of birth as YYYY-MM-DD or DD/MM/YYYY (a date cell works too). The student must \
-             be at least {MIN_AGE_YEARS} on the day of the import."
+             be at least {MIN_AGE_YEARS} on the day of the import and born on or after \
+             {EARLIEST_BIRTH_DATE} (the app's first login refuses earlier dates)."
         ),
         Field::Pincode => "6 digits. Kept as text, so a leading zero stays.".to_owned(),
         Field::Phone => "10 digits; spaces, dashes and a +91, 91 or 0 prefix are dropped. Kept as \
@@ -102,6 +103,10 @@ pub fn description(field: Field) -> String {
         Field::StallName => limit("The stall's name."),
         Field::Description => limit("What the stall shows."),
         Field::Location => limit("Where the stall is."),
+        Field::Event => "The event the stall is at: its event code (case does not matter) or its \
+                         id. Leave it out to use the event chosen for the whole upload; the app \
+                         cannot scan a stall that has no event."
+            .to_owned(),
     }
 }
 
@@ -123,6 +128,7 @@ pub fn example(field: Field) -> &'static str {
         Field::StallName => "Robotics Club",
         Field::Description => "Line-following robots and drones",
         Field::Location => "Block A, Hall 2",
+        Field::Event => "TECH-FEST-2026",
     }
 }
 
@@ -143,6 +149,7 @@ fn width(field: Field) -> f64 {
         Field::StallName => 30.0,
         Field::Description => 50.0,
         Field::Location => 25.0,
+        Field::Event => 20.0,
     }
 }
 

@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use rust_xlsxwriter::{ExcelDateTime, Format as CellFormat, Formula, Workbook};
 use zip::write::SimpleFileOptions;
 
+use super::validate::Optional;
 use super::*;
 
 const TEMPLATE_HEADERS: [&str; 10] = [
@@ -210,26 +211,23 @@ fn the_apps_template_with_instructions_first() {
     assert_eq!(rows.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [2, 3, 4]);
     let (_, john) = &rows[0];
     assert_eq!(john.registration_no.as_str(), "2025001");
-    assert_eq!(
-        john.email.as_ref().unwrap().as_str(),
-        "john.doe@example.com"
-    );
+    assert_eq!(john.email.value().unwrap().as_str(), "john.doe@example.com");
     assert_eq!(john.full_name, "John Doe");
     assert_eq!(john.school, SchoolRef::parse(SCHOOL));
     assert_eq!(john.date_of_birth, date(2005, 5, 15));
     assert_eq!(john.pincode.as_str(), "110001");
-    assert_eq!(john.phone.as_ref().unwrap().as_str(), "9876543210");
+    assert_eq!(john.phone.value().unwrap().as_str(), "9876543210");
     assert_eq!(john.address.as_deref(), Some("New Delhi, India"));
     assert_eq!(
         john.program_name.as_deref(),
         Some("B.Tech Computer Science")
     );
-    assert_eq!(john.batch, Some(2025));
+    assert_eq!(john.batch, Optional::Value(2025));
     let (_, robert) = &rows[2];
-    assert_eq!(robert.phone, None);
-    assert_eq!(robert.address, None);
-    assert_eq!(robert.program_name, None);
-    assert_eq!(robert.batch, None);
+    assert_eq!(robert.phone, Optional::Blank);
+    assert_eq!(robert.address, Optional::Blank);
+    assert_eq!(robert.program_name, Optional::Blank);
+    assert_eq!(robert.batch, Optional::Blank);
 }
 
 #[test]
@@ -278,9 +276,9 @@ fn title_row_above_headers_and_synonyms() {
         SchoolRef::Name("School of Engineering".to_owned())
     );
     assert_eq!(asha.date_of_birth, date(2004, 2, 29));
-    assert_eq!(asha.phone.as_ref().unwrap().as_str(), "9876543210");
+    assert_eq!(asha.phone.value().unwrap().as_str(), "9876543210");
     assert_eq!(
-        asha.email.as_ref().unwrap().as_str(),
+        asha.email.value().unwrap().as_str(),
         "asha.verma@sgtuniversity.org"
     );
     assert_eq!(asha.program_name.as_deref(), Some("B.Tech"));
@@ -328,12 +326,12 @@ fn cells_as_a_person_meant_them() {
     let ravi = &rows[0].1;
     assert_eq!(ravi.registration_no.as_str(), "007");
     assert_eq!(ravi.full_name, "Ravi Kumar");
-    assert_eq!(ravi.email, None);
-    assert_eq!(ravi.address, None, "a cell of spaces is empty");
+    assert_eq!(ravi.email, Optional::Blank);
+    assert_eq!(ravi.address, Optional::Blank, "a cell of spaces is empty");
     assert_eq!(ravi.date_of_birth, date(2003, 1, 31));
     assert_eq!(ravi.pincode.as_str(), "011001");
-    assert_eq!(ravi.phone.as_ref().unwrap().as_str(), "9876543210");
-    assert_eq!(ravi.batch, Some(2025));
+    assert_eq!(ravi.phone.value().unwrap().as_str(), "9876543210");
+    assert_eq!(ravi.batch, Optional::Value(2025));
     assert_eq!(rows[1].1.registration_no.as_str(), "2021001");
     assert_eq!(rows[1].1.date_of_birth, date(2005, 5, 15));
     assert_eq!(rows[2].1.date_of_birth, date(2005, 5, 15));
@@ -537,7 +535,7 @@ fn stalls_by_number_name_and_school() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].1.stall_number.as_str(), "12");
     assert_eq!(rows[0].1.stall_name, "Robotics Lab");
-    assert_eq!(rows[0].1.description, None);
+    assert_eq!(rows[0].1.description, Optional::Blank);
     assert_eq!(rows[0].1.location.as_deref(), Some("Hall A"));
     assert_eq!(rows[1].1.description.as_deref(), Some("Snacks\nand tea"));
     assert_eq!(
@@ -584,10 +582,10 @@ fn csv_with_and_without_bom() {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].0, 2);
         assert_eq!(
-            rows[0].1.email.as_ref().unwrap().as_str(),
+            rows[0].1.email.value().unwrap().as_str(),
             "john.doe@example.com"
         );
-        assert_eq!(rows[0].1.phone.as_ref().unwrap().as_str(), "9876543210");
+        assert_eq!(rows[0].1.phone.value().unwrap().as_str(), "9876543210");
         assert_eq!(rows[1].0, 5, "the CSV line number");
         assert_eq!(rows[1].1.registration_no.as_str(), "007");
         assert_eq!(rows[1].1.full_name, "Rao, Priya");
@@ -1141,22 +1139,18 @@ fn files_saved_by_an_office_suite() {
         let asha = &rows[0].1;
         assert_eq!(asha.registration_no.as_str(), "007", "{name}");
         assert_eq!(
-            asha.email.as_ref().unwrap().as_str(),
+            asha.email.value().unwrap().as_str(),
             "asha.verma@example.com"
         );
         assert_eq!(asha.date_of_birth, date(2005, 5, 15), "{name}");
         assert_eq!(asha.pincode.as_str(), "110001", "{name}");
-        assert_eq!(
-            asha.phone.as_ref().unwrap().as_str(),
-            "9876543210",
-            "{name}"
-        );
+        assert_eq!(asha.phone.value().unwrap().as_str(), "9876543210", "{name}");
         assert_eq!(asha.address.as_deref(), Some("New Delhi, India"));
         let jane = &rows[1].1;
         assert_eq!(jane.registration_no.as_str(), "2025002", "{name}");
         assert_eq!(jane.school, SchoolRef::Name("School of Law".into()));
         assert_eq!(jane.date_of_birth, date(2006, 8, 22), "{name}");
-        assert_eq!(jane.address, None, "{name}");
+        assert_eq!(jane.address, Optional::Blank, "{name}");
         let columns: Vec<(u32, String)> = errors(&parsed)
             .into_iter()
             .map(|(row, column, _)| (row, column))
@@ -1200,7 +1194,7 @@ fn files_saved_by_an_office_suite() {
         assert_eq!(rows[1].1.registration_no.as_str(), "02025002", "{name}");
         assert_eq!(rows[1].1.date_of_birth, date(2006, 8, 22), "{name}");
         assert_eq!(
-            rows[1].1.email.as_ref().unwrap().as_str(),
+            rows[1].1.email.value().unwrap().as_str(),
             "jane.smith@example.com"
         );
         assert_eq!(

@@ -17,6 +17,14 @@ use crate::db::Kind;
 
 /// Youngest age a student may have on the day of the import (the app's rule).
 pub const MIN_AGE_YEARS: i32 = 15;
+/// Earliest date of birth: the app's first-login reset (`Student.isValidDateOfBirth`) refuses
+/// earlier dates, so a student born before it could never activate an imported account.
+pub const EARLIEST_BIRTH_DATE: NaiveDate = match NaiveDate::from_ymd_opt(1990, 1, 1) {
+    Some(date) => date,
+    None => panic!("1990-01-01 is a date"),
+};
+/// Shortest registration number the app's event bulk registration accepts.
+pub const MIN_REGISTRATION_CHARS: usize = 5;
 /// Batch (graduation year) bounds, as the database's check constraint has them.
 pub const BATCH_YEARS: std::ops::RangeInclusive<i32> = 2000..=2035;
 
@@ -36,7 +44,8 @@ pub fn max_chars(field: Field) -> Option<usize> {
         | Field::Phone
         | Field::Address
         | Field::Batch
-        | Field::Description => None,
+        | Field::Description
+        | Field::Event => None,
     }
 }
 
@@ -51,6 +60,78 @@ pub struct RowError {
     pub column: Arc<str>,
     pub field: Field,
     pub reason: Cow<'static, str>,
+}
+
+/// An optional field's value in one row. What an update does with the stored value depends on
+/// which it is: a column the file lacks never touches it; a blank cell keeps it unless the upload
+/// asked to clear blanks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optional<T> {
+    NotInFile,
+    Blank,
+    Value(T),
+}
+
+impl<T> Optional<T> {
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            Optional::Value(value) => Some(value),
+            Optional::NotInFile | Optional::Blank => None,
+        }
+    }
+
+    pub fn map<U>(&self, f: impl FnOnce(&T) -> U) -> Optional<U> {
+        match self {
+            Optional::Value(value) => Optional::Value(f(value)),
+            Optional::Blank => Optional::Blank,
+            Optional::NotInFile => Optional::NotInFile,
+        }
+    }
+}
+
+impl Optional<String> {
+    pub fn as_deref(&self) -> Option<&str> {
+        self.value().map(String::as_str)
+    }
+}
+
+/// A row's cells as uploaded (text as typed, numbers and dates as a person reads them), every
+/// column up to the row's last non-blank one, for the rejected-rows file. One allocation a row.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(transparent)]
+pub struct OriginalRow(Box<str>);
+
+/// Separates the cells of an `OriginalRow`; a cell holding it gets a space instead.
+const CELL_SEPARATOR: char = '\u{1f}';
+
+impl OriginalRow {
+    pub fn from_cells(cells: &[(u32, Cell<'_>)]) -> OriginalRow {
+        let mut text = String::new();
+        let mut column = 0;
+        for (index, cell) in cells {
+            while column < *index {
+                text.push(CELL_SEPARATOR);
+                column += 1;
+            }
+            let value = match cell {
+                Cell::Text(s) | Cell::IsoText(s) => Cow::Borrowed(s.as_ref()),
+                Cell::Error(e) => Cow::Borrowed(e.as_str()),
+                other => other.text().ok().flatten().unwrap_or_default(),
+            };
+            text.extend(
+                value
+                    .chars()
+                    .map(|c| if c == CELL_SEPARATOR { ' ' } else { c }),
+            );
+        }
+        OriginalRow(text.into_boxed_str())
+    }
+
+    /// The cells, from the first column.
+    pub fn cells(&self) -> impl Iterator<Item = &str> {
+        self.0.split(CELL_SEPARATOR)
+    }
 }
 
 macro_rules! text_newtype {
@@ -107,7 +188,14 @@ text_newtype!(
 
 impl RegistrationNo {
     pub fn parse(text: &str) -> Result<Self, String> {
-        Ok(Self(within(Field::RegistrationNo, text)?.to_owned()))
+        let text = within(Field::RegistrationNo, text)?;
+        let count = text.chars().count();
+        if count < MIN_REGISTRATION_CHARS {
+            return Err(format!(
+                "too short ({count} characters, at least {MIN_REGISTRATION_CHARS}: the app's event registration refuses shorter numbers)"
+            ));
+        }
+        Ok(Self(text.to_owned()))
     }
 }
 
@@ -235,19 +323,48 @@ impl std::fmt::Display for SchoolRef {
     }
 }
 
+/// An event named by its id or by its code; the importer resolves it against `events` (codes
+/// case-insensitively).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventRef {
+    Id(Uuid),
+    Code(String),
+}
+
+impl EventRef {
+    pub fn parse(text: &str) -> Result<EventRef, String> {
+        let text = printable(clean(text))?;
+        Ok(match Uuid::parse_str(text) {
+            Ok(id) => EventRef::Id(id),
+            Err(_) => EventRef::Code(text.to_owned()),
+        })
+    }
+}
+
+impl std::fmt::Display for EventRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventRef::Id(id) => write!(f, "{id}"),
+            EventRef::Code(code) => f.write_str(code),
+        }
+    }
+}
+
 /// A valid students row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StudentRecord {
     pub registration_no: RegistrationNo,
-    pub email: Option<Email>,
+    pub email: Optional<Email>,
     pub full_name: String,
     pub school: SchoolRef,
     pub date_of_birth: NaiveDate,
     pub pincode: Pincode,
-    pub phone: Option<Phone>,
-    pub address: Option<String>,
-    pub program_name: Option<String>,
-    pub batch: Option<i32>,
+    pub phone: Optional<Phone>,
+    pub address: Optional<String>,
+    pub program_name: Optional<String>,
+    pub batch: Optional<i32>,
+    pub original: OriginalRow,
 }
 
 /// A valid stalls row.
@@ -256,8 +373,10 @@ pub struct StallRecord {
     pub stall_number: StallNumber,
     pub stall_name: String,
     pub school: SchoolRef,
-    pub description: Option<String>,
-    pub location: Option<String>,
+    pub description: Optional<String>,
+    pub location: Optional<String>,
+    pub event: Optional<EventRef>,
+    pub original: OriginalRow,
 }
 
 /// The valid rows of a file, each with its sheet row number.
@@ -296,8 +415,28 @@ impl Records {
     }
 }
 
+/// Text the database refuses (NUL) or that no one typed on purpose (other control characters;
+/// tabs and line breaks are fine in multi-line fields, and single-line ones collapse them).
+fn printable(text: &str) -> Result<&str, String> {
+    match text
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        Some(c) => Err(format!(
+            "holds the control character U+{:04X}: retype the value",
+            u32::from(c)
+        )),
+        None => Ok(text),
+    }
+}
+
+/// A multi-line text field as typed, trimmed.
+fn free_text(text: &str) -> Result<String, String> {
+    Ok(printable(clean(text))?.to_owned())
+}
+
 fn within(field: Field, text: &str) -> Result<&str, String> {
-    let text = clean(text);
+    let text = printable(clean(text))?;
     if let Some(max) = max_chars(field) {
         let count = text.chars().count();
         if count > max {
@@ -348,6 +487,11 @@ fn date_of_birth(cell: &Cell<'_>, text: &str, today: NaiveDate) -> Result<NaiveD
             "{date} makes the student {age}: students must be at least {MIN_AGE_YEARS}"
         ));
     }
+    if date < EARLIEST_BIRTH_DATE {
+        return Err(format!(
+            "{date} is before {EARLIEST_BIRTH_DATE}: the app's first-login reset refuses earlier dates of birth, so the student could never log in"
+        ));
+    }
     Ok(date)
 }
 
@@ -390,6 +534,8 @@ pub struct RowValidator {
     emails: HashMap<String, u32>,
     pub records: Records,
     pub rejected: Vec<RowError>,
+    /// The cells of each rejected row, by row number.
+    pub rejected_originals: HashMap<u32, OriginalRow>,
 }
 
 /// A row's value for one field: the cell, its text, and the header it came from.
@@ -423,6 +569,7 @@ impl RowValidator {
             emails: HashMap::new(),
             records: Records::new(kind),
             rejected: Vec::new(),
+            rejected_originals: HashMap::new(),
         }
     }
 
@@ -455,6 +602,10 @@ impl RowValidator {
                     }
                 }
             }
+        }
+        if !errors.is_empty() {
+            self.rejected_originals
+                .insert(row, OriginalRow::from_cells(cells));
         }
         self.rejected.extend(errors);
     }
@@ -538,6 +689,24 @@ impl RowValidator {
         }
     }
 
+    /// Reads an optional `field`: not in the file, blank, or its parsed value.
+    fn optional<T>(
+        &self,
+        row: u32,
+        field: Field,
+        cells: &[(u32, Cell<'_>)],
+        errors: &mut Vec<RowError>,
+        parse: impl FnOnce(&Cell<'_>, &str) -> Result<T, String>,
+    ) -> Optional<T> {
+        if self.columns_of(field).is_empty() {
+            return Optional::NotInFile;
+        }
+        match self.read(row, field, false, cells, errors, parse) {
+            Some(value) => Optional::Value(value),
+            None => Optional::Blank,
+        }
+    }
+
     /// Records the first row of `key`; a later row gets "duplicate of row N".
     fn first_row(
         seen: &mut HashMap<String, u32>,
@@ -571,9 +740,7 @@ impl RowValidator {
         let registration_no = self.read(row, Field::RegistrationNo, true, cells, errors, |_, t| {
             RegistrationNo::parse(t)
         });
-        let email = self.read(row, Field::Email, false, cells, errors, |_, t| {
-            Email::parse(t)
-        });
+        let email = self.optional(row, Field::Email, cells, errors, |_, t| Email::parse(t));
         let full_name = self.read(row, Field::FullName, true, cells, errors, |_, t| {
             line(Field::FullName, t)
         });
@@ -586,16 +753,12 @@ impl RowValidator {
         let pincode = self.read(row, Field::Pincode, true, cells, errors, |_, t| {
             Pincode::parse(t)
         });
-        let phone = self.read(row, Field::Phone, false, cells, errors, |_, t| {
-            Phone::parse(t)
-        });
-        let address = self.read(row, Field::Address, false, cells, errors, |_, t| {
-            Ok(t.to_owned())
-        });
-        let program_name = self.read(row, Field::ProgramName, false, cells, errors, |_, t| {
+        let phone = self.optional(row, Field::Phone, cells, errors, |_, t| Phone::parse(t));
+        let address = self.optional(row, Field::Address, cells, errors, |_, t| free_text(t));
+        let program_name = self.optional(row, Field::ProgramName, cells, errors, |_, t| {
             line(Field::ProgramName, t)
         });
-        let batch = self.read(row, Field::Batch, false, cells, errors, |_, t| batch(t));
+        let batch = self.optional(row, Field::Batch, cells, errors, |_, t| batch(t));
 
         if let Some(key) = &registration_no {
             let key = key.as_str().to_lowercase();
@@ -609,7 +772,7 @@ impl RowValidator {
                 errors,
             );
         }
-        if let Some(email) = &email {
+        if let Optional::Value(email) = &email {
             let key = email.as_str().to_owned();
             let columns = &self.columns[Field::Email as usize];
             Self::first_row(&mut self.emails, key, row, columns, Field::Email, errors);
@@ -628,6 +791,7 @@ impl RowValidator {
             address,
             program_name,
             batch,
+            original: OriginalRow::from_cells(cells),
         })
     }
 
@@ -646,12 +810,12 @@ impl RowValidator {
         let school = self.read(row, Field::School, true, cells, errors, |_, t| {
             Ok(SchoolRef::parse(t))
         });
-        let description = self.read(row, Field::Description, false, cells, errors, |_, t| {
-            Ok(t.to_owned())
-        });
-        let location = self.read(row, Field::Location, false, cells, errors, |_, t| {
+        let description =
+            self.optional(row, Field::Description, cells, errors, |_, t| free_text(t));
+        let location = self.optional(row, Field::Location, cells, errors, |_, t| {
             line(Field::Location, t)
         });
+        let event = self.optional(row, Field::Event, cells, errors, |_, t| EventRef::parse(t));
         if let Some(key) = &stall_number {
             let key = key.as_str().to_lowercase();
             let columns = &self.columns[Field::StallNumber as usize];
@@ -673,6 +837,8 @@ impl RowValidator {
             school: school?,
             description,
             location,
+            event,
+            original: OriginalRow::from_cells(cells),
         })
     }
 }

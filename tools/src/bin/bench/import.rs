@@ -181,8 +181,8 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
             tx.execute(
                 &statement,
                 &[
-                    &r.registration_no.as_str(), &r.email.as_ref().map(|e| e.as_str()), &r.full_name, &school,
-                    &r.phone.as_ref().map(|p| p.as_str()), &r.date_of_birth, &r.pincode.as_str(), &r.address, &r.program_name, &r.batch,
+                    &r.registration_no.as_str(), &r.email.value().map(|e| e.as_str()), &r.full_name, &school,
+                    &r.phone.value().map(|p| p.as_str()), &r.date_of_birth, &r.pincode.as_str(), &r.address.as_deref(), &r.program_name.as_deref(), &r.batch.value(),
                 ],
             )
             .await?;
@@ -214,8 +214,8 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
             writer
                 .as_mut()
                 .write(&[
-                    &uuid::Uuid::now_v7() as &(dyn tokio_postgres::types::ToSql + Sync), &r.registration_no.as_str(), &r.email.as_ref().map(|e| e.as_str()), &r.full_name, &school,
-                    &r.phone.as_ref().map(|p| p.as_str()), &r.date_of_birth, &r.pincode.as_str(), &r.address, &r.program_name, &r.batch,
+                    &uuid::Uuid::now_v7() as &(dyn tokio_postgres::types::ToSql + Sync), &r.registration_no.as_str(), &r.email.value().map(|e| e.as_str()), &r.full_name, &school,
+                    &r.phone.value().map(|p| p.as_str()), &r.date_of_birth, &r.pincode.as_str(), &r.address.as_deref(), &r.program_name.as_deref(), &r.batch.value(),
                     &token, &"!",
                 ])
                 .await?;
