@@ -113,7 +113,7 @@ async fn two_deliveries_at_once_import_once() {
 }
 
 #[tokio::test]
-async fn a_claim_left_by_a_crashed_run_is_taken_over_after_its_lease() {
+async fn a_live_runs_claim_makes_a_duplicate_wait_then_fail_for_retry_and_a_dead_ones_does_not() {
     let mut world = World::new().await;
     let body = template_xlsx(&STUDENT_HEADERS, &rows());
     let event =
@@ -123,13 +123,17 @@ async fn a_claim_left_by_a_crashed_run_is_taken_over_after_its_lease() {
         .unwrap()
         .to_string();
     let client = world.db.client().await;
-    // A run that claimed the file and died: its lease still runs, then it has run out.
+    // A run that claimed the file and is still at work: its transaction holds the row.
     client
         .execute(
-            "INSERT INTO imports (kind, bucket, object_key, object_version, status, attempts, started_at, lease_expires_at)
-             VALUES ('students', $1, 'imports/students/list.xlsx', $2, 'processing', 1, now(), now() + interval '1 hour')",
+            "INSERT INTO imports (kind, bucket, object_key, object_version, status, attempts, started_at)
+             VALUES ('students', $1, 'imports/students/list.xlsx', $2, 'processing', 1, now())",
             &[&world.bucket, &e_tag],
         )
+        .await
+        .unwrap();
+    client
+        .batch_execute("BEGIN; SELECT id FROM imports FOR UPDATE")
         .await
         .unwrap();
     world.clients.config.import.busy_wait = std::time::Duration::from_millis(500);
@@ -140,13 +144,9 @@ async fn a_claim_left_by_a_crashed_run_is_taken_over_after_its_lease() {
     );
     assert_eq!(world.count("SELECT count(*) FROM students").await, 0);
 
-    client
-        .execute(
-            "UPDATE imports SET lease_expires_at = now() - interval '1 second'",
-            &[],
-        )
-        .await
-        .unwrap();
+    // The run dies: its transaction ends with its connection, and the next delivery takes over.
+    drop(client);
+    let client = world.db.client().await;
     let report = imported(world.deliver(event).await.unwrap());
     assert_eq!(
         (

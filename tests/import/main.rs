@@ -7,3 +7,4 @@ mod hostile;
 mod idempotency;
 mod large_files;
 mod students_and_stalls;
+mod trust;

@@ -146,16 +146,13 @@ async fn a_students_template_with_good_and_bad_rows_partially_succeeds() {
         serde_json::from_slice(&download(&world.s3, &world.bucket, &key).await.unwrap()).unwrap();
     assert_eq!(json["status"], "partially_succeeded");
     assert_eq!(json["rejected"].as_array().unwrap().len(), reasons.len());
-    let csv = download(
-        &world.s3,
-        &world.bucket,
-        &format!("reports/{}-rejected.csv", report.import_id),
-    )
-    .await
-    .unwrap();
-    assert!(String::from_utf8(csv)
-        .unwrap()
-        .starts_with("row,column,reason\n"));
+    // A spreadsheet upload's rejected rows come back as a spreadsheet.
+    let rejected_key = format!("reports/{}-rejected.xlsx", report.import_id);
+    assert_eq!(report.rejected_key.as_deref(), Some(rejected_key.as_str()));
+    let xlsx = download(&world.s3, &world.bucket, &rejected_key)
+        .await
+        .unwrap();
+    assert!(xlsx.starts_with(b"PK"), "an .xlsx (zip) file");
     let status: String = client
         .query_one(
             "SELECT status FROM imports WHERE id = $1",
@@ -259,9 +256,20 @@ async fn an_email_of_another_student_is_refused() {
 }
 
 #[tokio::test]
-async fn a_stalls_csv_with_a_bom_is_imported_with_signed_tokens() {
+async fn a_stalls_csv_with_a_bom_is_imported_with_keyed_tokens_the_app_scans() {
     let world = World::new().await;
-    let csv = "\u{feff}Stall No,Stall Name,School Name,Location\nA-1,Robotics,School of Civil Engineering,Block A\nA-2,Drones,school of civil engineering,\n";
+    world
+        .db
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO events (event_name, event_code, start_date, end_date,
+                                 registration_start_date, registration_end_date)
+             VALUES ('Fest', 'FEST-1', now(), now(), now(), now())",
+        )
+        .await
+        .unwrap();
+    let csv = "\u{feff}Stall No,Stall Name,School Name,Location,Event Code\nA-1,Robotics,School of Civil Engineering,Block A,fest-1\nA-2,Drones,school of civil engineering,,FEST-1\n";
     let report = imported(
         world
             .upload_and_import("imports/stalls/stalls.csv", csv.as_bytes().to_vec())
@@ -278,10 +286,11 @@ async fn a_stalls_csv_with_a_bom_is_imported_with_signed_tokens() {
         .await
         .unwrap();
     let token: String = row.get(0);
-    let claims = end_to_end::qr_token_claims(&token);
-    assert_eq!(
-        (claims["t"].as_str(), claims["s"].as_str()),
-        (Some("T"), Some("A-2"))
+    let secret = secrecy::SecretString::from(end_to_end::JWT_SECRET);
+    assert_eq!(token, shared::token::stall_token(&secret, "A-2").unwrap());
+    assert!(
+        token.starts_with("STALL_A-2_"),
+        "the app's scanner wants the prefix: {token}"
     );
     assert_eq!(row.get::<_, Option<String>>(1), None);
     assert_eq!(report.qr_cached, 2);

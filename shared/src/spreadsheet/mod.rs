@@ -33,7 +33,7 @@ pub use headers::{normalize as normalize_header, Column, Field, SYNONYMS};
 pub use validate::{
     max_chars, Email, EventRef, Optional, OriginalRow, Phone, Pincode, Records, RegistrationNo,
     RowError, SchoolRef, StallNumber, StallRecord, StudentRecord, BATCH_YEARS, EARLIEST_BIRTH_DATE,
-    MIN_AGE_YEARS, MIN_REGISTRATION_CHARS,
+    MIN_AGE_YEARS,
 };
 
 /// A file format, named by the uploaded file's extension.

@@ -185,6 +185,7 @@ impl Job<'_> {
             .from_reader(text.as_bytes());
         let mut rows = CsvRows {
             records: reader.records(),
+            text,
             limits: self.limits,
             previous: None,
         };
@@ -442,9 +443,11 @@ impl<'s> RowSource<'s> for RangeRows<'s> {
 /// skips) is an empty row.
 struct CsvRows<'a> {
     records: csv::StringRecordsIter<'a, &'a [u8]>,
+    /// What the reader reads, to count the line breaks between records.
+    text: &'a str,
     limits: &'a Limits,
-    /// The last record's row, line and line breaks inside its cells.
-    previous: Option<(u32, u64, u64)>,
+    /// The last record's row, its first byte, and the line breaks inside its cells.
+    previous: Option<(u64, usize, u64)>,
 }
 
 impl RowSource<'static> for CsvRows<'_> {
@@ -452,20 +455,36 @@ impl RowSource<'static> for CsvRows<'_> {
         cells.clear();
         for record in self.records.by_ref() {
             let record = record.map_err(|e| damaged("csv", e))?;
-            let line = record.position().map_or(1, |p| p.line());
+            // The reader's position is where it began looking, before the blank lines it skips.
+            let scan = record
+                .position()
+                .map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+            let start = scan
+                + self.text.get(scan..).map_or(0, |rest| {
+                    rest.bytes()
+                        .take_while(|b| matches!(b, b'\r' | b'\n'))
+                        .count()
+                });
+            let line_breaks = |from: usize, to: usize| {
+                self.text.get(from..to).map_or(0, |part| {
+                    part.bytes().filter(|b| *b == b'\n').count() as u64
+                })
+            };
+            // Line breaks between the last record's start and this one's: those inside the
+            // last record's cells, its own end, and one per blank line.
             let row = match self.previous {
-                None => line,
-                Some((row, previous_line, breaks)) => {
-                    let blank_lines = line.saturating_sub(previous_line + breaks + 1);
-                    u64::from(row) + 1 + blank_lines
+                None => 1 + line_breaks(0, start),
+                Some((row, previous_start, inside)) => {
+                    let blank = line_breaks(previous_start, start).saturating_sub(inside + 1);
+                    row + 1 + blank
                 }
             };
-            let row = u32::try_from(row).unwrap_or(u32::MAX);
-            let breaks = record
+            let inside = record
                 .iter()
                 .map(|field| field.bytes().filter(|b| *b == b'\n').count() as u64)
                 .sum();
-            self.previous = Some((row, line, breaks));
+            self.previous = Some((row, start, inside));
+            let row = u32::try_from(row).unwrap_or(u32::MAX);
             for (index, field) in record.iter().enumerate() {
                 if clean(field).is_empty() {
                     continue;

@@ -458,7 +458,8 @@ mod tests {
                 "stall_name*",
                 "school*",
                 "description",
-                "location"
+                "location",
+                "event"
             ]]
         );
         for kind in Kind::ALL {

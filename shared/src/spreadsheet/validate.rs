@@ -23,8 +23,6 @@ pub const EARLIEST_BIRTH_DATE: NaiveDate = match NaiveDate::from_ymd_opt(1990, 1
     Some(date) => date,
     None => panic!("1990-01-01 is a date"),
 };
-/// Shortest registration number the app's event bulk registration accepts.
-pub const MIN_REGISTRATION_CHARS: usize = 5;
 /// Batch (graduation year) bounds, as the database's check constraint has them.
 pub const BATCH_YEARS: std::ops::RangeInclusive<i32> = 2000..=2035;
 
@@ -122,7 +120,12 @@ impl OriginalRow {
             text.extend(
                 value
                     .chars()
-                    .map(|c| if c == CELL_SEPARATOR { ' ' } else { c }),
+                    // NUL cannot be stored anywhere (Postgres text and JSON refuse it).
+                    .map(|c| match c {
+                        CELL_SEPARATOR => ' ',
+                        '\0' => char::REPLACEMENT_CHARACTER,
+                        c => c,
+                    }),
             );
         }
         OriginalRow(text.into_boxed_str())
@@ -188,14 +191,7 @@ text_newtype!(
 
 impl RegistrationNo {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let text = within(Field::RegistrationNo, text)?;
-        let count = text.chars().count();
-        if count < MIN_REGISTRATION_CHARS {
-            return Err(format!(
-                "too short ({count} characters, at least {MIN_REGISTRATION_CHARS}: the app's event registration refuses shorter numbers)"
-            ));
-        }
-        Ok(Self(text.to_owned()))
+        Ok(Self(within(Field::RegistrationNo, text)?.to_owned()))
     }
 }
 
