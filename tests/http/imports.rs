@@ -117,6 +117,18 @@ async fn a_presigned_upload_becomes_an_import_whose_status_and_report_the_admin_
     let report: serde_json::Value =
         serde_json::from_slice(&report).expect("the report downloads through its URL");
     assert_eq!(report["import_id"].as_str(), Some(import_id.as_str()));
+    // The rejected row comes back through its own URL, cells as uploaded, ready to fix.
+    let rejected_url = status["rejected_url"].as_str().unwrap();
+    let rejected = Command::new("curl")
+        .args(["-s", rejected_url])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(
+        String::from_utf8(rejected).unwrap(),
+        "registration_no,full_name,school,date_of_birth,pincode,Rejected row,Rejection reason\n\
+         2031002,Ravi,Nowhere School,2004-03-09,110001,3,\"school: unknown school \"\"Nowhere School\"\"\"\n"
+    );
 
     assert_eq!(
         world
@@ -220,6 +232,98 @@ async fn bad_import_requests_are_400_or_413() {
         world.post("/imports", &token, "{not json").await.status(),
         400
     );
+}
+
+#[tokio::test]
+async fn an_upload_carries_its_event_and_blank_cell_choice_to_the_import_and_the_dry_run() {
+    let world = World::new().await;
+    let token = admin();
+    let client = world.db.client().await;
+    let event: uuid::Uuid = client
+        .query_one(
+            "INSERT INTO events (event_name, event_code, start_date, end_date,
+                                 registration_start_date, registration_end_date)
+             VALUES ('Fest', 'FEST-2026', now(), now(), now(), now()) RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let request = serde_json::json!({
+        "kind": "stalls", "filename": "stalls.csv", "size": 10,
+        "event": "fest-2026", "blank_cells": "clear",
+    });
+    let response = world.post("/imports", &token, &request.to_string()).await;
+    assert_eq!(response.status(), 201, "{:?}", body_json(&response));
+    let import_id = body_json(&response)["import_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = body_json(&world.get(&format!("/imports/{import_id}"), &token).await);
+    assert_eq!(
+        (status["blank_cells"].as_str(), status["event_id"].as_str()),
+        (Some("clear"), Some(event.to_string().as_str()))
+    );
+
+    // The dry run of that upload plans with the same choices.
+    let key = body_json(&response)["key"].as_str().unwrap().to_owned();
+    world
+        .s3
+        .put_object()
+        .bucket(&world.bucket)
+        .key(&key)
+        .body(
+            b"stall_number,stall_name,school\nS-1,Robots,School of Civil Engineering\n"
+                .to_vec()
+                .into(),
+        )
+        .send()
+        .await
+        .unwrap();
+    client.batch_execute("INSERT INTO schools (school_name) VALUES ('School of Civil Engineering') ON CONFLICT DO NOTHING").await.unwrap();
+    let dry = body_json(
+        &world
+            .post(
+                "/imports/validate",
+                &token,
+                &serde_json::json!({"import_id": import_id}).to_string(),
+            )
+            .await,
+    );
+    assert_eq!(dry["options"]["blank_cells"], "clear", "{dry}");
+    assert_eq!(dry["options"]["event"], event.to_string());
+    assert_eq!(dry["rows"][0]["action"], "insert", "{dry}");
+
+    // Refusals name what is wrong.
+    for (body, status, code, message) in [
+        (
+            serde_json::json!({"kind": "stalls", "filename": "a.csv", "size": 10, "event": "NOPE"}),
+            422,
+            "unknown_event",
+            "no event has the code or id `NOPE`",
+        ),
+        (
+            serde_json::json!({"kind": "students", "filename": "a.csv", "size": 10, "event": "FEST-2026"}),
+            400,
+            "bad_request",
+            "`event` applies to stalls imports only",
+        ),
+        (
+            serde_json::json!({"kind": "stalls", "filename": "a.csv", "size": 10, "blank_cells": "erase"}),
+            400,
+            "bad_request",
+            "the JSON body is not valid: unknown variant `erase`, expected `keep` or `clear` at line 1 column 37",
+        ),
+    ] {
+        let response = world.post("/imports", &token, &body.to_string()).await;
+        assert_eq!(response.status(), status, "{body}");
+        let refusal = body_json(&response);
+        assert_eq!(
+            (refusal["error"].as_str(), refusal["message"].as_str()),
+            (Some(code), Some(message)),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -127,16 +127,34 @@ pub async fn seed(client: &Client, secret: &SecretString, size: DemoSize) -> Res
     let tokens: Vec<String> = (0..size.stalls)
         .map(|i| stall_token(secret, i))
         .collect::<Result<_, _>>()?;
+    // The app scans only stalls that belong to an event.
+    let event: uuid::Uuid = client
+        .query_typed(
+            "INSERT INTO events (event_name, event_code, start_date, end_date,
+                                 registration_start_date, registration_end_date, status)
+             VALUES ('Demo Fest', 'DEMO-FEST', now(), now() + interval '1 day',
+                     now() - interval '7 days', now(), 'ACTIVE')
+             ON CONFLICT (event_code) DO UPDATE SET event_name = EXCLUDED.event_name
+             RETURNING id",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::postgres("seeding the event", e))?
+        .first()
+        .map(|row| row.get(0))
+        .ok_or_else(|| Error::Failed("the demo event was not returned".into()))?;
     client
         .query_typed(
-            "INSERT INTO stalls (stall_number, stall_name, school_id, qr_code_token)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[])
+            "INSERT INTO stalls (stall_number, stall_name, school_id, qr_code_token, event_id)
+             SELECT n, m, s, t, $5 FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[])
+                  AS x(n, m, s, t)
              ON CONFLICT (stall_number) DO UPDATE SET qr_code_token = EXCLUDED.qr_code_token",
             &[
                 (&numbers, Type::TEXT_ARRAY),
                 (&names, Type::TEXT_ARRAY),
                 (&school, Type::UUID_ARRAY),
                 (&tokens, Type::TEXT_ARRAY),
+                (&event, Type::UUID),
             ],
         )
         .await
