@@ -312,7 +312,7 @@ async fn an_upload_carries_its_event_and_blank_cell_choice_to_the_import_and_the
             serde_json::json!({"kind": "stalls", "filename": "a.csv", "size": 10, "blank_cells": "erase"}),
             400,
             "bad_request",
-            "the JSON body is not valid: unknown variant `erase`, expected `keep` or `clear` at line 1 column 37",
+            "the JSON body is not valid: unknown variant `erase`, expected `keep` or `clear` at line 1 column 22",
         ),
     ] {
         let response = world.post("/imports", &token, &body.to_string()).await;
