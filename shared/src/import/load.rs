@@ -353,7 +353,7 @@ struct NewStudent<'p> {
     id: Uuid,
     planned: &'p Planned<StudentColumns>,
     token: String,
-    hash: String,
+    hash: &'p str,
 }
 
 impl CopyRow<14> for NewStudent<'_> {
@@ -458,11 +458,11 @@ impl CopyRow<8> for NewStall<'_> {
 
 /// The value an optional column ends with: the file's, or for a blank cell the stored one
 /// (cleared when the upload asked), or the stored one when the file lacks the column.
-fn merged<T: Clone>(given: &Optional<T>, stored: &Option<T>, blanks: BlankCells) -> Option<T> {
+fn merged<T: Clone>(given: Optional<T>, stored: Option<&T>, blanks: BlankCells) -> Option<T> {
     match given {
-        Optional::Value(value) => Some(value.clone()),
+        Optional::Value(value) => Some(value),
         Optional::Blank if blanks == BlankCells::Clear => None,
-        Optional::Blank | Optional::NotInFile => stored.clone(),
+        Optional::Blank | Optional::NotInFile => stored.cloned(),
     }
 }
 
@@ -728,39 +728,45 @@ impl<'a> Loader<'a> {
         let mut changed = Vec::new();
         for (row, record, school) in accepted {
             let key = record.registration_no.into_inner();
-            let file = |stored: Option<&StudentColumns>| {
-                let none = StudentColumns::empty();
-                let stored = stored.unwrap_or(&none);
-                StudentColumns {
-                    email: merged(
-                        &record.email.map(|e| e.as_str().to_owned()),
-                        &stored.email,
-                        blanks,
-                    ),
-                    full_name: Some(record.full_name.clone()),
-                    school_id: Some(school),
-                    phone: merged(
-                        &record.phone.map(|p| p.as_str().to_owned()),
-                        &stored.phone,
-                        blanks,
-                    ),
-                    date_of_birth: Some(record.date_of_birth),
-                    pincode: Some(record.pincode.as_str().to_owned()),
-                    address: merged(&record.address, &stored.address, blanks),
-                    program_name: merged(&record.program_name, &stored.program_name, blanks),
-                    batch: merged(&record.batch, &stored.batch, blanks),
-                }
+            // The record's values move into the columns: 100,000 new rows copy no strings here.
+            let old = stored.get(&key);
+            let base = old.map(|(_, columns)| columns);
+            let columns = StudentColumns {
+                email: merged(
+                    record.email.into_values(|e| e.into_inner()),
+                    base.and_then(|c| c.email.as_ref()),
+                    blanks,
+                ),
+                full_name: Some(record.full_name),
+                school_id: Some(school),
+                phone: merged(
+                    record.phone.into_values(|p| p.into_inner()),
+                    base.and_then(|c| c.phone.as_ref()),
+                    blanks,
+                ),
+                date_of_birth: Some(record.date_of_birth),
+                pincode: Some(record.pincode.into_inner()),
+                address: merged(
+                    record.address,
+                    base.and_then(|c| c.address.as_ref()),
+                    blanks,
+                ),
+                program_name: merged(
+                    record.program_name,
+                    base.and_then(|c| c.program_name.as_ref()),
+                    blanks,
+                ),
+                batch: merged(record.batch, base.and_then(|c| c.batch.as_ref()), blanks),
             };
-            let (existing, columns) = match stored.get(&key) {
+            let existing = match old {
                 Some((id, old)) => {
-                    let new = file(Some(old));
-                    let changes = student_changes(old, &new, &self.existing);
+                    let changes = student_changes(old, &columns, &self.existing);
                     if !changes.is_empty() {
                         changed.push((planned.len(), changes));
                     }
-                    (Some(*id), new)
+                    Some(*id)
                 }
-                None => (None, file(None)),
+                None => None,
             };
             planned.push(Planned {
                 row,
@@ -828,7 +834,7 @@ impl<'a> Loader<'a> {
                 self.issued_at,
             )
             .map_err(|e| Error::Failed(format!("signing a QR token: {e}")))?;
-            let hash = hashes.get(n).unwrap_or(&self.unusable_hash).clone();
+            let hash = hashes.get(n).unwrap_or(&self.unusable_hash).as_str();
             // Time-ordered ids (UUIDv7) land at the right edge of the primary key's index
             // instead of on random pages: about 6 % off the COPY here. The app's own are random
             // (v4); both are plain UUIDs to it.
@@ -909,10 +915,10 @@ impl<'a> Loader<'a> {
                 continue;
             };
             let columns = StallColumns {
-                stall_name: Some(record.stall_name.clone()),
+                stall_name: Some(record.stall_name),
                 school_id: Some(school),
-                description: merged(&record.description, &base.description, blanks),
-                location: merged(&record.location, &base.location, blanks),
+                description: merged(record.description, base.description.as_ref(), blanks),
+                location: merged(record.location, base.location.as_ref(), blanks),
                 event_id: Some(event_id),
             };
             let existing = match old {
@@ -968,22 +974,6 @@ impl<'a> Loader<'a> {
         self.loaded.touched.extend(inserted);
         self.loaded.touched.extend(updated);
         Ok(())
-    }
-}
-
-impl StudentColumns {
-    fn empty() -> StudentColumns {
-        StudentColumns {
-            email: None,
-            full_name: None,
-            school_id: None,
-            phone: None,
-            date_of_birth: None,
-            pincode: None,
-            address: None,
-            program_name: None,
-            batch: None,
-        }
     }
 }
 

@@ -79,6 +79,15 @@ impl<T> Optional<T> {
         }
     }
 
+    /// The same choice, with the value (if any) turned into another.
+    pub fn into_values<U>(self, f: impl FnOnce(T) -> U) -> Optional<U> {
+        match self {
+            Optional::Value(value) => Optional::Value(f(value)),
+            Optional::Blank => Optional::Blank,
+            Optional::NotInFile => Optional::NotInFile,
+        }
+    }
+
     pub fn map<U>(&self, f: impl FnOnce(&T) -> U) -> Optional<U> {
         match self {
             Optional::Value(value) => Optional::Value(f(value)),

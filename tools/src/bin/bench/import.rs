@@ -119,6 +119,20 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
 
         let copy_url = fresh_database(&admin_url, &copy_db).await?;
         let exe = std::env::current_exe()?;
+        // The admin's preview of the same file first: the import's own reading and planning,
+        // nothing written.
+        let output = Command::new(&exe).args(["import-child", &copy_url, &bucket, key, &e_tag, "preview"]).stderr(Stdio::inherit()).output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(format!("the preview child failed: {text}").into());
+        }
+        let preview: serde_json::Value = serde_json::from_str(text.trim())?;
+        let preview_line = format!(
+            "preview (dry run) of the same file: {:.2} s, {} rows to insert, peak memory {:.1} MiB",
+            preview["preview_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            preview["counts"]["inserted"],
+            preview["peak_memory_mib"].as_f64().unwrap_or(0.0)
+        );
         let started = Instant::now();
         let output = Command::new(exe).args(["import-child", &copy_url, &bucket, key, &e_tag]).stderr(Stdio::inherit()).output()?;
         let wall = started.elapsed();
@@ -140,6 +154,7 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
         );
         println!("  report {:.0} ms; QR caching of {} new rows {:.0} ms ({:.0} QRs/s)", get("report_ms"), report["qr_cached"], get("cache_ms"), report["qr_cached"].as_f64().unwrap_or(0.0) / get("cache_ms") * 1000.0);
         println!("  whole child process {:.2} s wall, peak memory {:.1} MiB", wall.as_secs_f64(), report["peak_memory_mib"].as_f64().unwrap_or(0.0));
+        println!("{preview_line}");
 
         // The same file uploaded again under another name: every row exists and is unchanged,
         // the update path an admin's re-upload takes.
@@ -248,8 +263,12 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
 
 /// The import alone, in its own process so its peak memory is its own: prints the report as JSON.
 pub async fn child(args: &[String]) -> Result<(), Failure> {
-    let [_, db_url, bucket, key, e_tag] = args else {
-        return Err("usage: bench import-child DB_URL BUCKET KEY ETAG".into());
+    let (db_url, bucket, key, e_tag, preview) = match args {
+        [_, db_url, bucket, key, e_tag] => (db_url, bucket, key, e_tag, false),
+        [_, db_url, bucket, key, e_tag, mode] if mode == "preview" => {
+            (db_url, bucket, key, e_tag, true)
+        }
+        _ => return Err("usage: bench import-child DB_URL BUCKET KEY ETAG [preview]".into()),
     };
     let redis_url =
         std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -289,6 +308,19 @@ pub async fn child(args: &[String]) -> Result<(), Failure> {
         kind: Kind::Students,
         format: spreadsheet::Format::Xlsx,
     };
+    if preview {
+        let started = Instant::now();
+        let dry = importer
+            .dry_run(bucket, key, shared::import::ImportOptions::default())
+            .await?;
+        let json = serde_json::json!({
+            "preview_ms": started.elapsed().as_secs_f64() * 1000.0,
+            "counts": dry.counts,
+            "peak_memory_mib": shared::telemetry::peak_memory_mib(),
+        });
+        println!("{json}");
+        return Ok(());
+    }
     let report = importer.import(&target).await?;
     // Leave Redis as found.
     let mut connection = cache.connection();
