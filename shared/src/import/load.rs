@@ -231,6 +231,53 @@ impl Existing {
     }
 }
 
+/// A chunk of valid rows as the reader hands it over, with the QR token of each students row
+/// that is new to the table (`None` for the others, and for every row of a preview). Tokens are
+/// signed on the reading thread, so the loader's turn per chunk is only the write.
+pub struct Chunk {
+    pub records: Records,
+    pub tokens: Vec<Option<String>>,
+}
+
+impl Chunk {
+    /// Rows with no tokens signed ahead.
+    pub fn unsigned(records: Records) -> Chunk {
+        Chunk {
+            records,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// Signs new students' tokens for chunks on the reading thread.
+#[derive(Clone)]
+pub struct Signer {
+    existing: Arc<Existing>,
+    secret: SecretString,
+    issued_at: i64,
+}
+
+impl Signer {
+    /// The chunk with its new students' tokens; a token that fails to sign is left for the
+    /// loader, which reports the failure.
+    pub fn sign(&self, records: Records) -> Chunk {
+        let tokens = match &records {
+            Records::Students(rows) => rows
+                .iter()
+                .map(|(_, record)| {
+                    let key = record.registration_no.as_str();
+                    if self.existing.contains(key) {
+                        return None;
+                    }
+                    token::student_token(&self.secret, key, &random_nonce(), self.issued_at).ok()
+                })
+                .collect(),
+            Records::Stalls(_) => Vec::new(),
+        };
+        Chunk { records, tokens }
+    }
+}
+
 /// A nonce as the app makes one: two random bytes as 4 hex characters.
 fn random_nonce() -> String {
     let bytes = Uuid::new_v4().into_bytes();
@@ -352,7 +399,7 @@ async fn copy_rows<const N: usize, R: CopyRow<N>>(
 struct NewStudent<'p> {
     id: Uuid,
     planned: &'p Planned<StudentColumns>,
-    token: String,
+    token: std::borrow::Cow<'p, str>,
     hash: &'p str,
 }
 
@@ -514,6 +561,8 @@ struct Planned<C> {
     columns: C,
     existing: Option<Uuid>,
     original: OriginalRow,
+    /// A new student's QR token, when the reader signed it.
+    token: Option<String>,
 }
 
 /// Loads (or previews) one import's valid rows, chunk by chunk, in the caller's transaction.
@@ -523,7 +572,7 @@ pub struct Loader<'a> {
     jwt_secret: &'a SecretString,
     password: PasswordPolicy,
     options: ImportOptions,
-    existing: Existing,
+    existing: Arc<Existing>,
     /// New students' hash under the default policy.
     unusable_hash: String,
     issued_at: i64,
@@ -539,7 +588,7 @@ impl<'a> Loader<'a> {
         password: PasswordPolicy,
         options: ImportOptions,
     ) -> Result<Loader<'a>, Error> {
-        let existing = Existing::read(client, kind).await?;
+        let existing = Arc::new(Existing::read(client, kind).await?);
         if mode == Mode::Write {
             // The updates join a chunk's few thousand keys to the table. Right after a large
             // import the table's statistics still describe it as it was, and the planner then
@@ -577,9 +626,20 @@ impl<'a> Loader<'a> {
             .map(|reason| format!("the upload's event: {reason}"))
     }
 
-    pub async fn load(&mut self, records: Records) -> Result<(), Error> {
-        match records {
-            Records::Students(rows) if !rows.is_empty() => self.load_students(rows).await,
+    /// What signs tokens for this load on the reading thread; `None` for a preview.
+    pub fn signer(&self) -> Option<Signer> {
+        (self.mode == Mode::Write).then(|| Signer {
+            existing: Arc::clone(&self.existing),
+            secret: self.jwt_secret.clone(),
+            issued_at: self.issued_at,
+        })
+    }
+
+    pub async fn load(&mut self, chunk: Chunk) -> Result<(), Error> {
+        match chunk.records {
+            Records::Students(rows) if !rows.is_empty() => {
+                self.load_students(rows, chunk.tokens).await
+            }
             Records::Stalls(rows) if !rows.is_empty() => self.load_stalls(rows).await,
             _ => Ok(()),
         }
@@ -668,9 +728,14 @@ impl<'a> Loader<'a> {
         }
     }
 
-    async fn load_students(&mut self, records: Vec<(u32, StudentRecord)>) -> Result<(), Error> {
+    async fn load_students(
+        &mut self,
+        records: Vec<(u32, StudentRecord)>,
+        tokens: Vec<Option<String>>,
+    ) -> Result<(), Error> {
         let mut accepted = Vec::with_capacity(records.len());
-        for (row, record) in records {
+        let tokens = tokens.into_iter().chain(std::iter::repeat_with(|| None));
+        for ((row, record), token) in records.into_iter().zip(tokens) {
             let key = record.registration_no.as_str();
             if let Some(twin) = self.existing.case_twin(key) {
                 let reason = format!("differs only in letter case from the existing student {twin}: the app would keep both, and students type their number at login");
@@ -697,11 +762,11 @@ impl<'a> Loader<'a> {
                     continue;
                 }
             }
-            accepted.push((row, record, school));
+            accepted.push((row, record, school, token));
         }
         let old_keys: Vec<&str> = accepted
             .iter()
-            .map(|(_, r, _)| r.registration_no.as_str())
+            .map(|(_, r, ..)| r.registration_no.as_str())
             .filter(|key| self.existing.contains(key))
             .collect();
         let stored = self
@@ -726,7 +791,7 @@ impl<'a> Loader<'a> {
         let blanks = self.options.blank_cells;
         let mut planned = Vec::with_capacity(accepted.len());
         let mut changed = Vec::new();
-        for (row, record, school) in accepted {
+        for (row, record, school, token) in accepted {
             let key = record.registration_no.into_inner();
             // The record's values move into the columns: 100,000 new rows copy no strings here.
             let old = stored.get(&key);
@@ -774,6 +839,7 @@ impl<'a> Loader<'a> {
                 columns,
                 existing,
                 original: record.original,
+                token,
             });
         }
         self.record_plan(&planned, &changed);
@@ -827,13 +893,19 @@ impl<'a> Loader<'a> {
         };
         let mut rows = Vec::with_capacity(new.len());
         for (n, planned) in new.iter().enumerate() {
-            let token = token::student_token(
-                self.jwt_secret,
-                &planned.key,
-                &random_nonce(),
-                self.issued_at,
-            )
-            .map_err(|e| Error::Failed(format!("signing a QR token: {e}")))?;
+            let token = match &planned.token {
+                Some(token) => std::borrow::Cow::Borrowed(token.as_str()),
+                // Not signed ahead: a preview's plan, or a row the app deleted meanwhile.
+                None => std::borrow::Cow::Owned(
+                    token::student_token(
+                        self.jwt_secret,
+                        &planned.key,
+                        &random_nonce(),
+                        self.issued_at,
+                    )
+                    .map_err(|e| Error::Failed(format!("signing a QR token: {e}")))?,
+                ),
+            };
             let hash = hashes.get(n).unwrap_or(&self.unusable_hash).as_str();
             // Time-ordered ids (UUIDv7) land at the right edge of the primary key's index
             // instead of on random pages: about 6 % off the COPY here. The app's own are random
@@ -937,6 +1009,7 @@ impl<'a> Loader<'a> {
                 columns,
                 existing,
                 original: record.original,
+                token: None,
             });
         }
         self.record_plan(&planned, &changed);

@@ -26,7 +26,7 @@ use crate::warm::{self, WarmRequest};
 use claim::{Claim, Counts, Held, ImportRecord, ImportStatus, Outcome};
 use event::ImportTarget;
 pub use load::{Action, Change, UpdatedRow};
-use load::{Loaded, Loader, Mode};
+use load::{Chunk, Loaded, Loader, Mode};
 pub use options::{BlankCells, ImportOptions};
 use report::{RejectedFile, RejectedRow};
 
@@ -636,6 +636,7 @@ impl Importer<'_> {
         let (sender, mut chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
         let limits: Limits = settings.limits.clone();
         let today = chrono::Utc::now().date_naive();
+        let signer = loader.signer();
         let mut reading = tokio::task::spawn_blocking(move || {
             let parsed = spreadsheet::stream_records(
                 &bytes,
@@ -644,9 +645,15 @@ impl Importer<'_> {
                 &limits,
                 today,
                 CHUNK_ROWS,
-                &mut |chunk| match sender.blocking_send(chunk) {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(_) => ControlFlow::Break(()),
+                &mut |records| {
+                    let chunk = match &signer {
+                        Some(signer) => signer.sign(records),
+                        None => Chunk::unsigned(records),
+                    };
+                    match sender.blocking_send(chunk) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(_) => ControlFlow::Break(()),
+                    }
                 },
             );
             (parsed, ms(started))
@@ -665,7 +672,7 @@ impl Importer<'_> {
                 })?;
         let mut parsed = parsed.map_err(|error| Halt::Refused(error.to_string()))?;
         let rest = std::mem::replace(&mut parsed.records, Records::new(kind));
-        loader.load(rest).await?;
+        loader.load(Chunk::unsigned(rest)).await?;
         Ok(Processed {
             parsed,
             loaded: loader.finish(),

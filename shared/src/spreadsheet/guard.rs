@@ -3,10 +3,18 @@
 //! (it reserves a sheet's declared `.xls` dimensions, an `.xlsx`'s declared count of texts,
 //! every cell of an `.ods` sheet's area), and an allocation that fails aborts the process, so
 //! these numbers are read and capped here first.
+//!
+//! Where calamine 0.38 decides what it allocates, the guard reads the file the way calamine
+//! does, step for step: the same XML reader settings and the same element it stops at for
+//! `.xlsx` and `.ods`, calamine's own compound-file reading for `.xls` (which stream, which
+//! sectors), the same record walk. A measure that only resembled calamine's could be steered:
+//! a crafted file would show the guard one thing and calamine another. Where calamine would
+//! give up on a file anyway, the guard refuses it as damaged.
 
-use std::io::{Cursor, Read};
+use std::io::{BufRead, BufReader, Cursor};
 
 use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::QName;
 use zip::ZipArchive;
 
 use super::{FileError, Format, Limits};
@@ -145,11 +153,13 @@ fn inspect_zip(bytes: &[u8], named: Format, limits: &Limits) -> Result<Container
         return Ok(Container::Xlsb);
     }
     if has_suffix("workbook.xml") {
-        for name in names
+        // By index, not by name: a name may appear twice, and every copy is checked.
+        for (index, _) in names
             .iter()
-            .filter(|n| n.to_ascii_lowercase().ends_with("sharedstrings.xml"))
+            .enumerate()
+            .filter(|(_, n)| n.to_ascii_lowercase().ends_with("sharedstrings.xml"))
         {
-            check_shared_strings(&mut archive, name, limits)?;
+            check_shared_strings(&mut archive, index, label, limits)?;
         }
         let format = if named == Format::Xlsm {
             Format::Xlsm
@@ -246,168 +256,613 @@ fn check_end_of_central_directory(
     }
 }
 
-fn attribute(element: &BytesStart<'_>, name: &str) -> Option<String> {
-    element
-        .try_get_attribute(name)
-        .ok()
-        .flatten()
-        .map(|a| a.value.into_owned())
+/// An XML reader set up as calamine sets up the ones it reads parts with (`xml_reader` in
+/// xlsx/mod.rs, `parse_content` in ods.rs): `<a/>` comes as a start and an end, end names and
+/// comments are not checked, text is not trimmed. The guard must meet the same events, in the
+/// same order, as calamine.
+fn calamine_xml<R: BufRead>(source: R) -> quick_xml::Reader<R> {
+    let mut reader = quick_xml::Reader::from_reader(source);
+    let config = reader.config_mut();
+    config.check_end_names = false;
+    config.trim_text(false);
+    config.check_comments = false;
+    config.expand_empty_elements = true;
+    reader
 }
 
-/// calamine reserves room for `uniqueCount` texts before reading any.
-fn check_shared_strings(
-    archive: &mut ZipArchive<Cursor<&[u8]>>,
-    name: &str,
-    limits: &Limits,
-) -> Result<(), FileError> {
-    let Ok(part) = archive.by_name(name) else {
-        return Ok(());
-    };
-    let mut head = Vec::new();
-    part.take(64 * 1024)
-        .read_to_end(&mut head)
-        .map_err(|e| damaged("xlsx", e))?;
-    let mut reader = quick_xml::Reader::from_reader(head.as_slice());
-    let mut buf = Vec::new();
-    loop {
-        match reader.read_event_into(&mut buf) {
-            Ok(Event::Start(e) | Event::Empty(e)) => {
-                if e.local_name().as_ref() == "sst" {
-                    let declared = attribute(&e, "uniqueCount")
-                        .and_then(|v| v.trim().parse::<u128>().ok())
-                        .unwrap_or(0);
-                    if declared > u128::from(limits.max_cells) {
-                        return Err(FileError::TooManyTexts {
-                            declared: u64::try_from(declared).unwrap_or(u64::MAX),
-                            max: limits.max_cells,
-                        });
-                    }
-                }
-                return Ok(());
-            }
-            Ok(Event::Eof) | Err(_) => return Ok(()),
-            Ok(_) => {}
+/// The attributes of an element as calamine scans them (`RawAttrIter` in attrs.rs), which is
+/// not how quick-xml does: a key is everything up to `=`, duplicates are allowed, values are
+/// raw (entities not decoded). A malformed attribute is an error, as there.
+fn raw_attributes(raw: &str) -> impl Iterator<Item = Result<(&str, &str), String>> {
+    let bytes = raw.as_bytes();
+    let end = bytes.len();
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        while at < end && bytes[at].is_ascii_whitespace() {
+            at += 1;
         }
-        buf.clear();
+        if at >= end {
+            return None;
+        }
+        let key_start = at;
+        while at < end && bytes[at] != b'=' {
+            at += 1;
+        }
+        if at >= end {
+            at = end;
+            return Some(Err(format!(
+                "the attribute `{}` has no value",
+                excerpt(raw[key_start..].trim())
+            )));
+        }
+        let key = raw[key_start..at].trim_ascii_end();
+        at += 1;
+        while at < end && bytes[at].is_ascii_whitespace() {
+            at += 1;
+        }
+        let quote = match bytes.get(at) {
+            Some(&q) if q == b'"' || q == b'\'' => q,
+            _ => {
+                at = end;
+                return Some(Err(format!(
+                    "the attribute `{}` is not quoted",
+                    excerpt(key)
+                )));
+            }
+        };
+        at += 1;
+        let value_start = at;
+        while at < end && bytes[at] != quote {
+            at += 1;
+        }
+        let value = &raw[value_start..at];
+        if at < end {
+            at += 1;
+        }
+        Some(Ok((key, value)))
+    })
+}
+
+/// At most 40 characters of `text` for an error message: what a file writes may be huge.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
     }
 }
 
-/// One table's extent in an `.ods`, counting repeated rows and columns as calamine expands
-/// them.
-#[derive(Default)]
-struct OdsExtent {
-    name: String,
-    row: u64,
-    first_used_row: Option<u64>,
-    used_rows_end: u64,
-    used_columns: u64,
+/// calamine's `raw_attr`: the first attribute whose key is exactly `name`, its value raw.
+fn raw_attribute<'e>(element: &'e BytesStart<'_>, name: &str) -> Result<Option<&'e str>, String> {
+    for item in raw_attributes(element.attributes_raw()) {
+        let (key, value) = item?;
+        if key == name {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
 }
 
-impl OdsExtent {
-    fn check(&self, limits: &Limits) -> Result<(), FileError> {
-        let Some(first) = self.first_used_row else {
-            return Ok(());
-        };
-        let rows = self.used_rows_end.saturating_sub(first);
-        let columns = self.used_columns;
-        if rows.saturating_mul(columns) > limits.max_cells {
-            return Err(FileError::TooManyCells {
-                format: ".ods",
-                sheet: self.name.clone(),
-                rows,
-                columns,
-                max: limits.max_cells,
+/// An attribute value with its entities decoded, as calamine's `decode_attr` does.
+fn decoded(value: &str) -> Result<String, String> {
+    quick_xml::escape::unescape(value)
+        .map(|text| text.into_owned())
+        .map_err(|e| format!("`{}` cannot be decoded: {e}", excerpt(value)))
+}
+
+/// The count calamine takes from a raw `uniqueCount` (atoi_simd, digits only, leading zeros
+/// skipped); anything else makes it reserve nothing. A leading `+` is accepted here too, to
+/// be safe. Counts too large for a `u64` saturate: they are refused all the same.
+fn declared_count(value: &str) -> Option<u64> {
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.bytes().fold(0u64, |n, digit| {
+        n.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
+    }))
+}
+
+/// calamine reserves room for `uniqueCount` texts before reading any (`read_shared_strings` in
+/// xlsx/mod.rs). It skips every event up to the first start element whose local name is
+/// `sst`, however far into the part that is, and reads the attribute there. The guard reads
+/// the part the same way to the same point (the part is already capped by the unpacked size);
+/// a part that is not XML calamine could read that far is refused, since nothing in it can
+/// be trusted.
+fn check_shared_strings(
+    archive: &mut ZipArchive<Cursor<&[u8]>>,
+    index: usize,
+    label: &'static str,
+    limits: &Limits,
+) -> Result<(), FileError> {
+    let part = archive.by_index(index).map_err(|e| damaged(label, e))?;
+    let mut reader = calamine_xml(BufReader::new(part));
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) if e.local_name().as_ref() == "sst" => {
+                let declared = raw_attribute(&e, "uniqueCount")
+                    .map_err(|detail| damaged(label, format!("the shared texts: {detail}")))?
+                    .and_then(declared_count);
+                return match declared {
+                    Some(declared) if declared > limits.max_cells => Err(FileError::TooManyTexts {
+                        declared,
+                        max: limits.max_cells,
+                    }),
+                    _ => Ok(()),
+                };
+            }
+            // calamine fails on a part without `<sst>`, before reserving anything.
+            Ok(Event::Eof) => return Ok(()),
+            Err(e) => {
+                return Err(damaged(
+                    label,
+                    format!("the shared texts are not readable XML: {e}"),
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// calamine's caps on an `.ods` table (`MAX_ROWS`, `MAX_COLUMNS` in ods.rs): repeats past
+/// them are cut, so they are cut here too.
+const ODS_MAX_ROWS: u64 = 1_048_576;
+const ODS_MAX_COLUMNS: u64 = 16_384;
+
+/// `<text:s text:c="N"/>` is a run of N spaces, which calamine writes one by one (up to
+/// 2,147,483,647 from a few bytes). No cell needs more than a cell holds: 32,767 characters
+/// in Excel.
+const ODS_MAX_SPACES: u64 = 32_767;
+
+/// What calamine keeps of an `.ods` as `Ods::new` reads it: every table, each with its area
+/// and the texts copied into it.
+struct OdsWorkbook<'l> {
+    limits: &'l Limits,
+    /// Tables read so far.
+    tables: u64,
+    /// Cells of the areas of the tables read so far.
+    cells: u64,
+    /// Bytes of text in the cells so far, every copy counted.
+    text: u64,
+}
+
+impl OdsWorkbook<'_> {
+    /// calamine copies a text into every cell it repeats over, so the text of all cells,
+    /// copies included, is held to the unpacked size a workbook may have.
+    fn check_text(&self, more: u64) -> Result<(), FileError> {
+        let size = self.text.saturating_add(more);
+        if size > self.limits.max_unpacked_bytes {
+            return Err(FileError::TooLargeUnpacked {
+                size,
+                max: self.limits.max_unpacked_bytes,
             });
         }
         Ok(())
     }
 }
 
-fn repeats(element: &BytesStart<'_>, name: &str) -> Result<u64, FileError> {
-    match attribute(element, name) {
-        None => Ok(1),
-        Some(value) => value
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| damaged("ods", format!("{name}=\"{value}\" is not a count"))),
+/// One table as calamine's `read_table` builds it (ods.rs).
+struct OdsTable {
+    name: String,
+    /// Rows read so far, repeats included and capped as calamine caps them.
+    rows: u64,
+    first_used_row: Option<u64>,
+    used_rows_end: u64,
+    used_columns: u64,
+    /// Cells calamine stores while reading rows, before repeats are expanded: it stores the
+    /// empty cells before a cell with content, and those before any later cell, even an empty
+    /// one, whatever the row holds.
+    stored: u64,
+    rows_storing: u64,
+    widest: u64,
+}
+
+impl OdsTable {
+    fn area(&self) -> (u64, u64) {
+        match self.first_used_row {
+            Some(first) => (self.used_rows_end.saturating_sub(first), self.used_columns),
+            None => (0, 0),
+        }
+    }
+
+    fn add_row(
+        &mut self,
+        rows: u64,
+        row: &OdsRow,
+        workbook: &mut OdsWorkbook<'_>,
+    ) -> Result<(), FileError> {
+        let max = workbook.limits.max_cells;
+        if row.cells > 0 {
+            self.stored = self.stored.saturating_add(row.cells);
+            self.rows_storing += 1;
+            self.widest = self.widest.max(row.cells);
+            if self.stored > max {
+                return Err(FileError::TooManyCells {
+                    format: ".ods",
+                    sheet: self.name.clone(),
+                    rows: self.rows_storing,
+                    columns: self.widest,
+                    max,
+                });
+            }
+        }
+        if row.used > 0 {
+            self.first_used_row.get_or_insert(self.rows);
+            self.used_rows_end = self.rows.saturating_add(rows);
+            self.used_columns = self.used_columns.max(row.used);
+            // calamine copies the row once per repeat (and keeps the one it read).
+            let text = row.text.saturating_mul(rows.max(1));
+            workbook.check_text(text)?;
+            workbook.text = workbook.text.saturating_add(text);
+            // Refused as soon as the area is too big, not at the table's end.
+            let (rows, columns) = self.area();
+            let cells = rows.saturating_mul(columns);
+            if cells > max {
+                return Err(FileError::TooManyCells {
+                    format: ".ods",
+                    sheet: self.name.clone(),
+                    rows,
+                    columns,
+                    max,
+                });
+            }
+            let total = workbook.cells.saturating_add(cells);
+            if total > max {
+                return Err(FileError::TooManyCellsInWorkbook {
+                    format: ".ods",
+                    sheets: workbook.tables + 1,
+                    cells: total,
+                    max,
+                });
+            }
+        }
+        self.rows = self.rows.saturating_add(rows);
+        Ok(())
     }
 }
 
-/// Streams `content.xml` (already capped by the unpacked size) and measures every table.
+/// One row element as calamine's `read_row` stores it.
+#[derive(Default)]
+struct OdsRow {
+    /// Cells stored (at most `ODS_MAX_COLUMNS`).
+    cells: u64,
+    /// Cells stored up to the last one with content: the row's width in the table's area.
+    used: u64,
+    /// Bytes of text in the stored cells.
+    text: u64,
+}
+
+/// One cell as calamine's `get_datatype` reads it.
+struct OdsCell {
+    /// A value or a formula: calamine stores the cell (and its repeats).
+    content: bool,
+    /// Bytes of text in one copy of the cell (its text value and its formula).
+    text: u64,
+    /// calamine read the cell to its end.
+    closed: bool,
+}
+
+fn ods_xml(e: quick_xml::Error) -> FileError {
+    damaged("ods", format!("content.xml is not readable XML: {e}"))
+}
+
+/// A repeat count as calamine parses it. ODF counts are positive; calamine reads a row
+/// repeated 0 times but stores its cells all the same, which no measure of rows follows, so
+/// 0 is refused.
+fn ods_repeats(value: &str, attribute: &str) -> Result<u64, FileError> {
+    match value.parse::<u64>() {
+        Ok(0) => Err(damaged(
+            "ods",
+            format!("{attribute}=\"0\": a repeat count must be at least 1"),
+        )),
+        Ok(count) => Ok(count),
+        Err(_) => Err(damaged(
+            "ods",
+            format!("{attribute}=\"{}\" is not a count", excerpt(value)),
+        )),
+    }
+}
+
+/// Streams `content.xml` (already capped by the unpacked size) as calamine's `parse_content`
+/// does and measures every table it would read: its area, the cells it stores on the way,
+/// the text it copies. All tables stay in memory together, so their areas are summed too.
 fn check_ods(archive: &mut ZipArchive<Cursor<&[u8]>>, limits: &Limits) -> Result<(), FileError> {
     let part = archive
         .by_name("content.xml")
         .map_err(|e| damaged("ods", e))?;
-    let mut reader = quick_xml::Reader::from_reader(std::io::BufReader::new(part));
+    let mut reader = calamine_xml(BufReader::new(part));
+    let mut workbook = OdsWorkbook {
+        limits,
+        tables: 0,
+        cells: 0,
+        text: 0,
+    };
     let mut buf = Vec::new();
-    let mut table: Option<OdsExtent> = None;
-    // Within a row: the column reached, the end of the last cell with content, the repeats.
-    let mut row: Option<(u64, u64, u64)> = None;
     loop {
-        let event = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| damaged("ods", e))?;
-        let open = matches!(event, Event::Start(_));
-        match event {
-            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == "table:table" => {
-                if let Some(done) = table.take() {
-                    done.check(limits)?;
-                }
-                table = Some(OdsExtent {
-                    name: attribute(&e, "table:name").unwrap_or_default(),
-                    ..OdsExtent::default()
-                });
-            }
-            Event::End(e) if e.name().as_ref() == "table:table" => {
-                if let Some(done) = table.take() {
-                    done.check(limits)?;
+        buf.clear();
+        match reader.read_event_into(&mut buf).map_err(ods_xml)? {
+            // calamine reads a table only when it has a name.
+            Event::Start(e) if e.name().as_ref() == "table:table" => {
+                let name = raw_attribute(&e, "table:name")
+                    .and_then(|name| name.map(decoded).transpose())
+                    .map_err(|detail| damaged("ods", format!("a table: {detail}")))?;
+                if let Some(name) = name {
+                    check_ods_table(&mut reader, name, &mut workbook)?;
                 }
             }
+            Event::Eof => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// calamine's `read_table`: every row element until the table's end, wherever it is.
+fn check_ods_table<R: BufRead>(
+    reader: &mut quick_xml::Reader<R>,
+    name: String,
+    workbook: &mut OdsWorkbook<'_>,
+) -> Result<(), FileError> {
+    let mut table = OdsTable {
+        name,
+        rows: 0,
+        first_used_row: None,
+        used_rows_end: 0,
+        used_columns: 0,
+        stored: 0,
+        rows_storing: 0,
+        widest: 0,
+    };
+    let (mut buf, mut row_buf, mut cell_buf) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        buf.clear();
+        match reader.read_event_into(&mut buf).map_err(ods_xml)? {
             Event::Start(e) if e.name().as_ref() == "table:table-row" => {
-                row = Some((0, 0, repeats(&e, "table:number-rows-repeated")?));
+                let repeats = match raw_attribute(&e, "table:number-rows-repeated")
+                    .and_then(|v| v.map(decoded).transpose())
+                    .map_err(|detail| damaged("ods", format!("a row: {detail}")))?
+                {
+                    Some(value) => ods_repeats(&value, "table:number-rows-repeated")?,
+                    None => 1,
+                };
+                // Past calamine's row cap the row is still read, but adds no rows.
+                let rows = repeats.min(ODS_MAX_ROWS.saturating_sub(table.rows));
+                let row =
+                    check_ods_row(reader, &mut row_buf, &mut cell_buf, &table.name, workbook)?;
+                table.add_row(rows, &row, workbook)?;
             }
-            Event::Empty(e) if e.name().as_ref() == "table:table-row" => {
-                if let Some(t) = table.as_mut() {
-                    let r = repeats(&e, "table:number-rows-repeated")?;
-                    t.row = t.row.saturating_add(r);
-                }
+            Event::End(e) if e.name().as_ref() == "table:table" => break,
+            // calamine waits for the table's end past the end of the part: it never returns.
+            Event::Eof => {
+                return Err(damaged(
+                    "ods",
+                    format!(
+                        "table \"{}\" does not end: the file was cut short",
+                        table.name
+                    ),
+                ))
             }
-            Event::Start(e) | Event::Empty(e)
+            _ => {}
+        }
+    }
+    let (rows, columns) = table.area();
+    workbook.cells = workbook.cells.saturating_add(rows.saturating_mul(columns));
+    workbook.tables += 1;
+    Ok(())
+}
+
+/// calamine's `read_row`: the cells of one row element, the empty ones stored only when a
+/// later cell follows them.
+fn check_ods_row<R: BufRead>(
+    reader: &mut quick_xml::Reader<R>,
+    row_buf: &mut Vec<u8>,
+    cell_buf: &mut Vec<u8>,
+    table: &str,
+    workbook: &OdsWorkbook<'_>,
+) -> Result<OdsRow, FileError> {
+    let mut row = OdsRow::default();
+    let mut pending_empty = 0u64;
+    loop {
+        row_buf.clear();
+        match reader.read_event_into(row_buf).map_err(ods_xml)? {
+            Event::Start(e)
                 if matches!(
                     e.name().as_ref(),
                     "table:table-cell" | "table:covered-table-cell"
                 ) =>
             {
-                // `<cell>...</cell>` may hold text; `<cell/>` holds a value only as attributes.
-                let content = open || attribute(&e, "office:value-type").is_some();
-                if let Some((column, used, _)) = row.as_mut() {
-                    *column = column.saturating_add(repeats(&e, "table:number-columns-repeated")?);
-                    if content {
-                        *used = *column;
-                    }
+                // calamine parses this count raw, without decoding entities.
+                let repeats = match raw_attribute(&e, "table:number-columns-repeated")
+                    .map_err(|detail| damaged("ods", format!("a cell: {detail}")))?
+                {
+                    Some(value) => ods_repeats(value, "table:number-columns-repeated")?,
+                    None => 1,
+                };
+                let cell = check_ods_cell(reader, &e, cell_buf, table, workbook, row.text)?;
+                let empties = pending_empty.min(ODS_MAX_COLUMNS.saturating_sub(row.cells));
+                row.cells += empties;
+                pending_empty = 0;
+                let copies = repeats.min(ODS_MAX_COLUMNS.saturating_sub(row.cells));
+                if cell.content {
+                    row.cells += copies;
+                    row.used = row.cells;
+                    row.text = row.text.saturating_add(cell.text.saturating_mul(copies));
+                    workbook.check_text(row.text)?;
+                } else {
+                    pending_empty = copies;
+                }
+                if !cell.closed {
+                    let name = e.name().as_ref().to_owned();
+                    reader
+                        .read_to_end_into(QName(&name), cell_buf)
+                        .map_err(ods_xml)?;
                 }
             }
-            Event::End(e) if e.name().as_ref() == "table:table-row" => {
-                if let (Some(t), Some((_, used, r))) = (table.as_mut(), row.take()) {
-                    if used > 0 {
-                        t.first_used_row.get_or_insert(t.row);
-                        t.used_rows_end = t.row.saturating_add(r);
-                        t.used_columns = t.used_columns.max(used);
-                        // Refuse as soon as the area is too big, not at the table's end.
-                        t.check(limits)?;
-                    }
-                    t.row = t.row.saturating_add(r);
-                }
+            Event::End(e) if e.name().as_ref() == "table:table-row" => return Ok(row),
+            // calamine refuses anything else inside a row (even the spaces of indented XML).
+            other => {
+                let found = match &other {
+                    Event::Start(e) => format!("<{}>", excerpt(e.name().as_ref())),
+                    Event::End(e) => format!("</{}>", excerpt(e.name().as_ref())),
+                    Event::Eof => "the end of the file".to_owned(),
+                    Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => "text".to_owned(),
+                    _ => "markup".to_owned(),
+                };
+                return Err(damaged(
+                    "ods",
+                    format!("a row of table \"{table}\" holds {found} where a cell belongs"),
+                ));
             }
-            Event::Eof => break,
+        }
+    }
+}
+
+/// What a cell's value is, as far as its cost goes.
+enum OdsValue {
+    /// A text kept as it is written: `office:string-value` (`string`), a date or a time.
+    Text { bytes: u64, string: bool },
+    /// A number or a truth value.
+    Other,
+}
+
+/// calamine's `get_datatype`: the cell's attributes, then, for a text cell without
+/// `office:string-value`, its content up to the cell's end.
+fn check_ods_cell<R: BufRead>(
+    reader: &mut quick_xml::Reader<R>,
+    cell: &BytesStart<'_>,
+    buf: &mut Vec<u8>,
+    table: &str,
+    workbook: &OdsWorkbook<'_>,
+    row_text: u64,
+) -> Result<OdsCell, FileError> {
+    let mut is_string = false;
+    let mut is_error = false;
+    let mut value = None;
+    let mut formula = 0u64;
+    for item in raw_attributes(cell.attributes_raw()) {
+        let (key, raw) = item.map_err(|detail| damaged("ods", format!("a cell: {detail}")))?;
+        // Decoding entities never lengthens a value, so its raw length bounds the text.
+        let bytes = raw.len() as u64;
+        match key {
+            "office:value" | "office:boolean-value" if value.is_none() => {
+                value = Some(OdsValue::Other);
+            }
+            "office:string-value" if value.is_none() => {
+                value = Some(OdsValue::Text {
+                    bytes,
+                    string: true,
+                });
+            }
+            "office:date-value" | "office:time-value" if value.is_none() => {
+                value = Some(OdsValue::Text {
+                    bytes,
+                    string: false,
+                });
+            }
+            "office:value-type" if value.is_none() => is_string = raw == "string",
+            "calcext:value-type" => is_error = raw == "error",
+            "table:formula" => formula = bytes,
             _ => {}
         }
+    }
+    let reads_content = (value.is_none() && is_string)
+        || (is_error
+            && matches!(
+                value,
+                Some(OdsValue::Text {
+                    bytes: 0,
+                    string: true
+                })
+            ));
+    if !reads_content {
+        let text = match value {
+            Some(OdsValue::Text { bytes, .. }) => bytes,
+            _ => 0,
+        };
+        return Ok(OdsCell {
+            content: value.is_some() || formula > 0,
+            text: text.saturating_add(formula),
+            closed: false,
+        });
+    }
+    let cut_short = || {
+        damaged(
+            "ods",
+            format!("a cell of table \"{table}\" does not end: the file was cut short"),
+        )
+    };
+    let mut text = formula;
+    let mut first_paragraph = true;
+    loop {
         buf.clear();
+        match reader.read_event_into(buf).map_err(ods_xml)? {
+            Event::Text(t) => text = text.saturating_add(t.len() as u64),
+            // One character, four bytes at most.
+            Event::GeneralRef(_) => text = text.saturating_add(4),
+            Event::End(e)
+                if matches!(
+                    e.name().as_ref(),
+                    "table:table-cell" | "table:covered-table-cell"
+                ) =>
+            {
+                return Ok(OdsCell {
+                    content: true,
+                    text,
+                    closed: true,
+                });
+            }
+            // calamine skips a comment up to its end and, past the end of the part, waits for
+            // that end forever.
+            Event::Start(e) if e.name().as_ref() == "office:annotation" => loop {
+                buf.clear();
+                match reader.read_event_into(buf).map_err(ods_xml)? {
+                    Event::End(e) if e.name().as_ref() == "office:annotation" => break,
+                    Event::Eof => return Err(cut_short()),
+                    _ => {}
+                }
+            },
+            Event::Start(e) if e.name().as_ref() == "text:p" => {
+                if !first_paragraph {
+                    text = text.saturating_add(1);
+                }
+                first_paragraph = false;
+            }
+            Event::Start(e) if e.name().as_ref() == "text:s" => {
+                let spaces = match raw_attribute(&e, "text:c")
+                    .and_then(|v| v.map(decoded).transpose())
+                    .map_err(|detail| damaged("ods", format!("a run of spaces: {detail}")))?
+                {
+                    // calamine's count is an i32; a negative one writes nothing.
+                    Some(count) => count
+                        .parse::<i32>()
+                        .map(|n| u64::try_from(n).unwrap_or(0))
+                        .map_err(|_| {
+                            damaged(
+                                "ods",
+                                format!("text:c=\"{}\" is not a count", excerpt(&count)),
+                            )
+                        })?,
+                    None => 1,
+                };
+                if spaces > ODS_MAX_SPACES {
+                    return Err(damaged(
+                        "ods",
+                        format!(
+                            "a cell of table \"{table}\" holds a run of {spaces} spaces, more than a cell holds ({ODS_MAX_SPACES} characters)"
+                        ),
+                    ));
+                }
+                text = text.saturating_add(spaces);
+            }
+            Event::Start(e) if matches!(e.name().as_ref(), "text:tab" | "text:line-break") => {
+                text = text.saturating_add(1);
+            }
+            Event::Eof => return Err(cut_short()),
+            _ => {}
+        }
+        // A single cell may build a huge text from many runs: checked as it grows.
+        workbook.check_text(row_text.saturating_add(text))?;
     }
-    if let Some(done) = table.take() {
-        done.check(limits)?;
-    }
-    Ok(())
 }
 
 /// Compound files: an encrypted OOXML package, or an `.xls` whose sheets are measured. Excel
@@ -415,7 +870,7 @@ fn check_ods(archive: &mut ZipArchive<Cursor<&[u8]>>, limits: &Limits) -> Result
 /// that is not a readable `.xls` is taken to be that.
 fn inspect_cfb(bytes: &[u8], named: Format, limits: &Limits) -> Result<(), FileError> {
     let ooxml_name = matches!(named, Format::Xlsx | Format::Xlsm | Format::Xlsb);
-    let mut file = match cfb::CompoundFile::open(Cursor::new(bytes)) {
+    let file = match cfb::CompoundFile::open(Cursor::new(bytes)) {
         Ok(file) => file,
         Err(_) if ooxml_name => return Err(FileError::PasswordProtected),
         Err(e) => return Err(damaged("xls", e)),
@@ -423,10 +878,10 @@ fn inspect_cfb(bytes: &[u8], named: Format, limits: &Limits) -> Result<(), FileE
     if file.is_stream("/EncryptedPackage") || file.is_stream("/EncryptionInfo") {
         return Err(FileError::PasswordProtected);
     }
-    let Some(path) = ["/Workbook", "/Book", "/WORKBOOK", "/BOOK"]
+    if !["/Workbook", "/Book", "/WORKBOOK", "/BOOK"]
         .into_iter()
-        .find(|p| file.is_stream(p))
-    else {
+        .any(|p| file.is_stream(p))
+    {
         if ooxml_name {
             return Err(FileError::PasswordProtected);
         }
@@ -434,46 +889,499 @@ fn inspect_cfb(bytes: &[u8], named: Format, limits: &Limits) -> Result<(), FileE
             what: "an Office document without a workbook in it (a Word or PowerPoint file?)"
                 .to_owned(),
         });
-    };
-    let mut stream = file.open_stream(path).map_err(|e| damaged("xls", e))?;
-    let mut workbook = Vec::new();
-    // A stream cannot be longer than the file holding it.
-    (&mut stream)
-        .take(bytes.len() as u64)
-        .read_to_end(&mut workbook)
-        .map_err(|e| damaged("xls", e))?;
+    }
+    // The `cfb` crate only classified the file; the bytes measured are the ones calamine
+    // will parse, read as calamine reads them.
+    let workbook = calamine_workbook_stream(bytes)?;
     check_biff(&workbook, limits)
 }
 
-/// One BIFF record of an `.xls` workbook stream.
+// Compound-file sector markers, as calamine names them (cfb.rs).
+const RESERVED_SECTORS: u32 = 0xFFFF_FFFA;
+const DIFSECT: u32 = 0xFFFF_FFFC;
+const ENDOFCHAIN: u32 = 0xFFFF_FFFE;
+
+/// The file as calamine's compound-file reader consumes it: from the end of the header,
+/// front to back, never seeking; its sector caches and its mini stream all draw from this one
+/// position.
+struct Tail<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Tail<'_> {
+    fn read(&mut self, out: &mut [u8]) -> usize {
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        let n = out.len().min(rest.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        self.at += n;
+        n
+    }
+}
+
+/// calamine's `Sectors` (cfb.rs): a cache of sectors grown on demand.
+struct Sectors {
+    data: Vec<u8>,
+    size: usize,
+    max_id: u64,
+}
+
+fn cfb_damaged(detail: impl std::fmt::Display) -> FileError {
+    damaged("xls", format!("the compound file {detail}"))
+}
+
+impl Sectors {
+    fn get(&mut self, id: u32, tail: &mut Tail<'_>) -> Result<&[u8], FileError> {
+        if u64::from(id) > self.max_id {
+            return Err(cfb_damaged(format_args!(
+                "points to sector {id}, past its end"
+            )));
+        }
+        let start = id as usize * self.size;
+        let end = start + self.size;
+        if end > self.data.len() {
+            let mut filled = self.data.len();
+            self.data.resize(end, 0);
+            while filled < end {
+                let read = tail.read(&mut self.data[filled..end]);
+                if read == 0 {
+                    // calamine returns the part read, and panics when that ends before the
+                    // sector starts.
+                    if filled < start {
+                        return Err(cfb_damaged(format_args!("is cut short in sector {id}")));
+                    }
+                    return Ok(&self.data[start..filled]);
+                }
+                filled += read;
+            }
+        }
+        Ok(&self.data[start..end])
+    }
+
+    /// calamine's `get_chain`: sectors linked by `fats` from `id` until the end of the chain
+    /// or `len` bytes. calamine has no loop detection and takes `len` from the file (the
+    /// directory's is unlimited), so a chain longer than the file, which must loop, is
+    /// refused here.
+    fn chain(
+        &mut self,
+        mut id: u32,
+        fats: &[u32],
+        tail: &mut Tail<'_>,
+        len: u64,
+    ) -> Result<Vec<u8>, FileError> {
+        let file_len = tail.bytes.len();
+        let mut chain = Vec::new();
+        while id != ENDOFCHAIN {
+            let sector = self.get(id, tail)?;
+            let remaining = len.saturating_sub(chain.len() as u64);
+            let take = usize::try_from(remaining).map_or(sector.len(), |r| r.min(sector.len()));
+            chain.extend_from_slice(&sector[..take]);
+            if chain.len() as u64 >= len {
+                break;
+            }
+            if chain.len() > file_len {
+                return Err(cfb_damaged("has a chain of sectors that loops"));
+            }
+            // calamine panics on a link outside its table.
+            id = *fats
+                .get(id as usize)
+                .ok_or_else(|| cfb_damaged(format_args!("has no link for sector {id}")))?;
+        }
+        Ok(chain)
+    }
+}
+
+/// Little-endian words of a sector, as calamine's `to_u32` (which panics on a partial word).
+fn words(bytes: &[u8]) -> Result<impl Iterator<Item = u32> + '_, FileError> {
+    if !bytes.len().is_multiple_of(4) {
+        return Err(cfb_damaged("ends inside a sector table"));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+}
+
+/// A directory entry's name as calamine decodes it: encoding_rs's UTF-16LE decoding, which
+/// sniffs a byte-order mark (so `FE FF` starts a big-endian name and `EF BB BF` a UTF-8 one),
+/// cut at the first NUL.
+fn entry_name(raw: &[u8]) -> String {
+    fn utf16(bytes: &[u8], big_endian: bool) -> String {
+        let units = bytes.chunks(2).map(|pair| match pair {
+            [a, b] if big_endian => u16::from_be_bytes([*a, *b]),
+            [a, b] => u16::from_le_bytes([*a, *b]),
+            // A lone last byte: a replacement character.
+            _ => 0xFFFD,
+        });
+        char::decode_utf16(units)
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect()
+    }
+    let mut name = if let Some(rest) = raw.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
+        String::from_utf8_lossy(rest).into_owned()
+    } else if let Some(rest) = raw.strip_prefix(&[0xFF, 0xFE]) {
+        utf16(rest, false)
+    } else if let Some(rest) = raw.strip_prefix(&[0xFE, 0xFF]) {
+        utf16(rest, true)
+    } else {
+        utf16(raw, false)
+    };
+    if let Some(nul) = name.find('\0') {
+        name.truncate(nul);
+    }
+    name
+}
+
+struct DirectoryEntry {
+    name: String,
+    start: u32,
+    len: u64,
+}
+
+/// The workbook stream exactly as calamine 0.38 reads it (`Cfb::new` and `get_stream` in
+/// cfb.rs, `parse_workbook` in xls.rs), with bounds where calamine has none:
+/// - the stream is the first directory entry named `Workbook`, else `Book` (ASCII case
+///   ignored), in directory order: at any depth, of any type, even one no storage links to;
+/// - every size it trusts (each directory entry's, the root entry's mini stream, the header's
+///   sector counts) must fit in the file; chains that would outgrow the file are refused.
+///
+/// A `Workbook` entry calamine fails to read makes it fall back to `Book`; such a file is
+/// refused here instead.
+fn calamine_workbook_stream(bytes: &[u8]) -> Result<Vec<u8>, FileError> {
+    let file_len = bytes.len();
+    let header = bytes
+        .get(..512)
+        .ok_or_else(|| cfb_damaged("is shorter than its header"))?;
+    let word = |at: usize| {
+        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let version = u16::from_le_bytes([header[26], header[27]]);
+    let (size, header_len) = match u16::from_le_bytes([header[30], header[31]]) {
+        9 => (512usize, 512usize),
+        12 => (4096, 4096),
+        shift => return Err(cfb_damaged(format_args!("has a sector shift of {shift}"))),
+    };
+    if file_len < header_len {
+        return Err(cfb_damaged("is shorter than its header"));
+    }
+    let mini_shift = u16::from_le_bytes([header[32], header[33]]);
+    if mini_shift != 6 {
+        return Err(cfb_damaged(format_args!(
+            "has a mini sector shift of {mini_shift}"
+        )));
+    }
+    let dir_start = word(48);
+    let mini_fat_start = word(60);
+    let mini_fat_len = word(64);
+    let difat_start = word(68);
+    // Sector counts calamine trusts (the mini FAT's sizes a chain) or that no file of this
+    // size can hold.
+    for (what, count) in [
+        ("allocation", word(44)),
+        ("mini allocation", mini_fat_len),
+        ("DIFAT", word(72)),
+    ] {
+        if u64::from(count) * size as u64 > file_len as u64 {
+            return Err(cfb_damaged(format_args!(
+                "declares {count} {what} sectors of {size} bytes, more than its {file_len} bytes hold"
+            )));
+        }
+    }
+    let max_id = (file_len / size) as u64;
+    let mut tail = Tail {
+        bytes,
+        at: header_len,
+    };
+    let mut sectors = Sectors {
+        data: Vec::new(),
+        size,
+        max_id,
+    };
+
+    // The DIFAT: the header's 109 entries, then a chain whose last word links on.
+    let mut difat: Vec<u32> = words(&header[76..512])?.collect();
+    let mut id = difat_start;
+    let mut hops = 0u64;
+    while id < RESERVED_SECTORS {
+        hops += 1;
+        if hops > max_id + 1 {
+            return Err(cfb_damaged("has a DIFAT chain longer than the file"));
+        }
+        let sector = sectors.get(id, &mut tail)?;
+        difat.extend(words(sector)?);
+        id = difat
+            .pop()
+            .ok_or_else(|| cfb_damaged("has an empty DIFAT sector"))?;
+    }
+    // calamine loads every sector the DIFAT lists, ignoring the header's count; a DIFAT that
+    // lists the same sectors over and over would make the table 127 times the file's size.
+    let listed: Vec<u32> = difat.into_iter().filter(|id| *id < DIFSECT).collect();
+    if listed.len() as u64 > max_id + 1 + 109 {
+        return Err(cfb_damaged(format_args!(
+            "lists {} allocation sectors, more than it holds",
+            listed.len()
+        )));
+    }
+    let mut fats = Vec::new();
+    for id in listed {
+        let sector = sectors.get(id, &mut tail)?;
+        fats.extend(words(sector)?);
+    }
+
+    let directory = sectors.chain(dir_start, &fats, &mut tail, u64::MAX)?;
+    let entries: Vec<DirectoryEntry> = directory
+        .chunks_exact(128)
+        .map(|entry| DirectoryEntry {
+            name: entry_name(&entry[..64]),
+            start: u32::from_le_bytes([entry[116], entry[117], entry[118], entry[119]]),
+            len: if size == 512 {
+                u64::from(u32::from_le_bytes([
+                    entry[120], entry[121], entry[122], entry[123],
+                ]))
+            } else {
+                let mut len = [0u8; 8];
+                len.copy_from_slice(&entry[120..128]);
+                u64::from_le_bytes(len)
+            },
+        })
+        .collect();
+    let Some(root) = entries.first() else {
+        return Err(cfb_damaged("has an empty directory"));
+    };
+    if version != 3 && root.start == ENDOFCHAIN {
+        return Err(cfb_damaged("has an empty root entry"));
+    }
+    // A stream cannot be longer than the file holding it; calamine would follow a looping
+    // chain up to the declared size.
+    if let Some(entry) = entries.iter().find(|e| e.len > file_len as u64) {
+        return Err(cfb_damaged(format_args!(
+            "says its part \"{}\" holds {} bytes, more than the whole file ({file_len} bytes)",
+            entry.name, entry.len
+        )));
+    }
+
+    let (mini_fats, mini_stream) = if mini_fat_len > 0 {
+        let mini_stream = sectors.chain(root.start, &fats, &mut tail, root.len)?;
+        let mini_fat = sectors.chain(
+            mini_fat_start,
+            &fats,
+            &mut tail,
+            u64::from(mini_fat_len) * size as u64,
+        )?;
+        let mini_fats: Vec<u32> = words(&mini_fat)?.collect();
+        (mini_fats, mini_stream)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let mut mini_sectors = Sectors {
+        data: mini_stream,
+        size: 64,
+        max_id: max_id * 8,
+    };
+
+    let named = |wanted: &str| {
+        entries
+            .iter()
+            .find(|e| e.name.as_bytes().eq_ignore_ascii_case(wanted.as_bytes()))
+    };
+    let Some(workbook) = named("Workbook").or_else(|| named("Book")) else {
+        return Err(cfb_damaged("has no part named Workbook or Book"));
+    };
+    if workbook.len < 4096 {
+        mini_sectors.chain(workbook.start, &mini_fats, &mut tail, workbook.len)
+    } else {
+        sectors.chain(workbook.start, &fats, &mut tail, workbook.len)
+    }
+}
+
+/// One BIFF record as calamine's `RecordIter` yields it (xls.rs): the CONTINUE records
+/// (0x003C) right after it belong to it.
 struct Record<'a> {
     kind: u16,
     data: &'a [u8],
+    continued: Vec<&'a [u8]>,
 }
 
+impl Record<'_> {
+    fn continued_len(&self) -> usize {
+        self.continued.iter().map(|part| part.len()).sum()
+    }
+}
+
+/// calamine stops at a record cut short (with an error); so does this walk.
 fn records(stream: &[u8]) -> impl Iterator<Item = Record<'_>> {
-    let mut at = 0usize;
+    let mut rest = stream;
+    let kind_at = |bytes: &[u8]| bytes.get(..2).map(|k| u16::from_le_bytes([k[0], k[1]]));
+    let len_at = |bytes: &[u8]| {
+        bytes
+            .get(2..4)
+            .map(|l| usize::from(u16::from_le_bytes([l[0], l[1]])))
+    };
     std::iter::from_fn(move || {
-        let header = stream.get(at..at + 4)?;
-        let kind = u16::from_le_bytes([header[0], header[1]]);
-        let len = usize::from(u16::from_le_bytes([header[2], header[3]]));
-        let data = stream.get(at + 4..at + 4 + len)?;
-        at += 4 + len;
-        Some(Record { kind, data })
+        let kind = kind_at(rest)?;
+        let len = len_at(rest)?;
+        let data = rest.get(4..4 + len)?;
+        rest = &rest[4 + len..];
+        let mut continued = Vec::new();
+        while rest.len() > 4 && kind_at(rest) == Some(0x003C) {
+            let len = len_at(rest)?;
+            continued.push(rest.get(4..4 + len)?);
+            rest = &rest[4 + len..];
+        }
+        Some(Record {
+            kind,
+            data,
+            continued,
+        })
     })
 }
 
-/// Walks the workbook globals for the sheets' offsets (as calamine does), then each sheet's
-/// records for its declared dimensions and the area its cells span.
+/// An upper bound of the UTF-8 bytes calamine makes of `bytes` of text: an ASCII byte stays
+/// one byte, any other may become a character of up to three. (A compressed text decoded
+/// with a code page other than UTF-16 also gains a NUL per character; Excel writes UTF-16.)
+fn utf8_bound(bytes: &[u8]) -> u64 {
+    bytes.iter().map(|&b| if b < 0x80 { 1 } else { 3 }).sum()
+}
+
+/// A reader over a record's data and then its CONTINUE records, as calamine's `Record`
+/// (`continue_record`, `skip`) moves through them.
+struct Continued<'a> {
+    data: &'a [u8],
+    rest: std::vec::IntoIter<&'a [u8]>,
+}
+
+impl<'a> Continued<'a> {
+    fn next_part(&mut self) -> bool {
+        match self.rest.next() {
+            Some(part) => {
+                self.data = part;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn skip(&mut self, mut len: usize) -> Option<()> {
+        while len > 0 {
+            if self.data.is_empty() && !self.next_part() {
+                return None;
+            }
+            let n = len.min(self.data.len());
+            self.data = &self.data[n..];
+            len -= n;
+        }
+        Some(())
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let taken = self.data.get(..n)?;
+        self.data = &self.data[n..];
+        Some(taken)
+    }
+}
+
+/// The size of every text of the shared string table (SST, 0x00FC), walked as calamine's
+/// `parse_sst` / `read_rich_extended_string` / `read_dbcs` walk it, texts spanning CONTINUE
+/// records included. Where calamine would stop with an error (or panic), the walk stops too:
+/// calamine then keeps nothing.
+fn sst_text_sizes(record: Record<'_>) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    let Some(data) = record.data.get(8..) else {
+        return sizes;
+    };
+    let mut r = Continued {
+        data,
+        rest: record.continued.into_iter(),
+    };
+    while !r.data.is_empty() || r.next_part() {
+        let Some(size) = sst_text_size(&mut r) else {
+            break;
+        };
+        sizes.push(size);
+    }
+    sizes
+}
+
+fn sst_text_size(r: &mut Continued<'_>) -> Option<u64> {
+    if r.data.is_empty() {
+        return Some(0);
+    }
+    let head = r.take(3)?;
+    let mut chars = usize::from(u16::from_le_bytes([head[0], head[1]]));
+    let flags = head[2];
+    let mut high_byte = flags & 0x1 != 0;
+    let mut runs = 0usize;
+    if flags & 0x8 != 0 {
+        let c = r.take(2)?;
+        runs = usize::from(u16::from_le_bytes([c[0], c[1]]));
+    }
+    let mut ext = 0usize;
+    if flags & 0x4 != 0 {
+        let c = r.take(4)?;
+        ext = i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
+    }
+    let mut size = 0u64;
+    while chars > 0 {
+        let (n, bytes) = if high_byte {
+            let n = (r.data.len() / 2).min(chars);
+            (n, 2 * n)
+        } else {
+            let n = r.data.len().min(chars);
+            (n, n)
+        };
+        size = size.saturating_add(utf8_bound(r.take(bytes)?));
+        chars -= n;
+        if chars > 0 {
+            if !r.next_part() {
+                return None;
+            }
+            high_byte = r.take(1)?[0] & 0x1 != 0;
+        }
+    }
+    r.skip(runs * 4)?;
+    r.skip(ext)?;
+    Some(size)
+}
+
+/// What calamine's `Xls::new` keeps: every sheet's dense cell range (all sheets at once) and
+/// the texts in it.
+struct XlsWorkbook<'l> {
+    limits: &'l Limits,
+    /// Sizes of the shared string table's texts.
+    shared: Vec<u64>,
+    sheets: u64,
+    cells: u64,
+    text: u64,
+}
+
+impl XlsWorkbook<'_> {
+    /// A text calamine builds: held, copies included, to the unpacked size a workbook may
+    /// have.
+    fn add_text(&mut self, bytes: u64) -> Result<(), FileError> {
+        self.text = self.text.saturating_add(bytes);
+        if self.text > self.limits.max_unpacked_bytes {
+            return Err(FileError::TooLargeUnpacked {
+                size: self.text,
+                max: self.limits.max_unpacked_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Walks the workbook globals for the sheets' offsets and the shared texts (as calamine
+/// does), then each sheet's records for its declared dimensions, the area its cells span and
+/// the texts they hold.
 pub fn check_biff(stream: &[u8], limits: &Limits) -> Result<(), FileError> {
     let mut sheets = Vec::new();
+    let mut shared = Vec::new();
     for record in records(stream) {
         match record.kind {
             // FilePass: the workbook is encrypted.
             0x002F if u16_at(record.data, 0).unwrap_or(0) != 0 => {
                 return Err(FileError::PasswordProtected)
             }
-            // BoundSheet8: where a sheet's records start.
+            // BoundSheet8: where a sheet's records start. Several may point to one sheet;
+            // calamine then reads it once for each.
             0x0085 => {
                 if let Some(offset) = u32_at(record.data, 0) {
                     let name_len = record.data.get(6).copied().unwrap_or(0);
@@ -485,26 +1393,68 @@ pub fn check_biff(stream: &[u8], limits: &Limits) -> Result<(), FileError> {
                     sheets.push((offset as usize, name));
                 }
             }
+            // SST: the last one counts, as in calamine.
+            0x00FC => shared = sst_text_sizes(record),
             0x000A => break,
             _ => {}
         }
     }
+    let mut workbook = XlsWorkbook {
+        limits,
+        shared,
+        sheets: sheets.len() as u64,
+        cells: 0,
+        text: 0,
+    };
     for (offset, name) in sheets {
         let Some(sheet) = stream.get(offset..) else {
             continue;
         };
-        check_biff_sheet(sheet, &name, limits)?;
+        check_biff_sheet(sheet, &name, &mut workbook)?;
     }
     Ok(())
 }
 
-fn check_biff_sheet(sheet: &[u8], name: &str, limits: &Limits) -> Result<(), FileError> {
+/// A text cell's declared length (`cch`) must be backed by the bytes after it: calamine
+/// reserves that many bytes for each such cell and keeps the reservation in the sheet (up to
+/// 64 KiB from a 14-byte record). `text_at` is where the characters may start (the BIFF5
+/// offset; BIFF8 has a flags byte more), so the rule is lenient by a byte, and the CONTINUE
+/// records after the record count, though calamine does not read them.
+fn check_text_length(
+    record: &Record<'_>,
+    cch_at: usize,
+    text_at: usize,
+    sheet: &str,
+    workbook: &mut XlsWorkbook<'_>,
+) -> Result<(), FileError> {
+    let Some(cch) = u16_at(record.data, cch_at) else {
+        return Ok(());
+    };
+    let text = record.data.get(text_at..).unwrap_or_default();
+    let present = (text.len() + record.continued_len()) as u64;
+    if cch > present {
+        return Err(damaged(
+            "xls",
+            format!(
+                "a text in sheet \"{sheet}\" claims {cch} characters but only {present} bytes follow"
+            ),
+        ));
+    }
+    workbook.add_text(cch.max(utf8_bound(text)))
+}
+
+fn check_biff_sheet(
+    sheet: &[u8],
+    name: &str,
+    workbook: &mut XlsWorkbook<'_>,
+) -> Result<(), FileError> {
+    let max = workbook.limits.max_cells;
     let too_big = |rows: u64, columns: u64| FileError::TooManyCells {
         format: ".xls",
         sheet: name.to_owned(),
         rows,
         columns,
-        max: limits.max_cells,
+        max,
     };
     let mut seen_bof = false;
     let mut depth = 0usize;
@@ -516,6 +1466,9 @@ fn check_biff_sheet(sheet: &[u8], name: &str, limits: &Limits) -> Result<(), Fil
         *c0 = (*c0).min(first);
         *c1 = (*c1).max(last);
     };
+    // Where calamine puts the value of a String record: the last Formula's cell, A1 before
+    // any Formula.
+    let mut formula_at = (0u64, 0u64);
     for record in records(sheet) {
         if depth > 0 {
             match record.kind {
@@ -567,14 +1520,45 @@ fn check_biff_sheet(sheet: &[u8], name: &str, limits: &Limits) -> Result<(), Fil
                     }
                     let rows = last_row - first_row;
                     let columns = last_col - first_col;
-                    if rows.saturating_mul(columns) > limits.max_cells {
+                    if rows.saturating_mul(columns) > max {
                         return Err(too_big(rows, columns));
                     }
                 }
             }
-            // Number, Label, RString, BoolErr, Rk, LabelSst, Formula: row, column first.
-            0x0203 | 0x0204 | 0x00D6 | 0x0205 | 0x027E | 0x00FD | 0x0006 => {
+            // Number, BoolErr, Rk: row, column first.
+            0x0203 | 0x0205 | 0x027E => {
                 if let (Some(row), Some(col)) = (u16_at(data, 0), u16_at(data, 2)) {
+                    extend(row, col, col);
+                }
+            }
+            // Label, RString: row, column, format, then the text with its length at 6.
+            0x0204 | 0x00D6 => {
+                if let (Some(row), Some(col)) = (u16_at(data, 0), u16_at(data, 2)) {
+                    extend(row, col, col);
+                }
+                check_text_length(&record, 6, 8, name, workbook)?;
+            }
+            // String: a formula's text value, its length at 0.
+            0x0207 => {
+                extend(formula_at.0, formula_at.1, formula_at.1);
+                check_text_length(&record, 0, 2, name, workbook)?;
+            }
+            // LabelSst: a copy of a shared text per cell.
+            0x00FD => {
+                if let (Some(row), Some(col)) = (u16_at(data, 0), u16_at(data, 2)) {
+                    extend(row, col, col);
+                }
+                let shared = u32_at(data, 6)
+                    .and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| workbook.shared.get(i).copied());
+                if let Some(size) = shared {
+                    workbook.add_text(size)?;
+                }
+            }
+            // Formula: a cell, and where a String record after it goes.
+            0x0006 => {
+                if let (Some(row), Some(col)) = (u16_at(data, 0), u16_at(data, 2)) {
+                    formula_at = (row, col);
                     extend(row, col, col);
                 }
             }
@@ -594,9 +1578,163 @@ fn check_biff_sheet(sheet: &[u8], name: &str, limits: &Limits) -> Result<(), Fil
     if let Some((r0, r1, c0, c1)) = span {
         let rows = r1 - r0 + 1;
         let columns = c1 - c0 + 1;
-        if rows.saturating_mul(columns) > limits.max_cells {
+        let cells = rows.saturating_mul(columns);
+        if cells > max {
             return Err(too_big(rows, columns));
+        }
+        // calamine keeps every sheet's range at once.
+        workbook.cells = workbook.cells.saturating_add(cells);
+        if workbook.cells > max {
+            return Err(FileError::TooManyCellsInWorkbook {
+                format: ".xls",
+                sheets: workbook.sheets,
+                cells: workbook.cells,
+                max,
+            });
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    fn cfb_crate_stream(bytes: &[u8], path: &str) -> Vec<u8> {
+        let mut file = cfb::CompoundFile::open(Cursor::new(bytes)).unwrap();
+        let mut data = Vec::new();
+        file.open_stream(path)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        data
+    }
+
+    fn made_by_cfb_crate(version: cfb::Version, workbook: &[u8]) -> Vec<u8> {
+        let mut file =
+            cfb::CompoundFile::create_with_version(version, Cursor::new(Vec::new())).unwrap();
+        file.create_stream("/Other")
+            .unwrap()
+            .write_all(&[7; 300])
+            .unwrap();
+        file.create_stream("/Workbook")
+            .unwrap()
+            .write_all(workbook)
+            .unwrap();
+        file.flush().unwrap();
+        file.into_inner().into_inner()
+    }
+
+    #[test]
+    fn the_workbook_stream_is_read_as_calamine_reads_it() {
+        // Files saved by an office suite, and files with the stream in the mini stream (under
+        // 4,096 bytes) or in sectors, with either sector size: the same bytes as the cfb crate.
+        for bytes in [
+            include_bytes!("fixtures/students.xls").as_slice(),
+            include_bytes!("fixtures/template.xls").as_slice(),
+        ] {
+            assert_eq!(
+                calamine_workbook_stream(bytes).unwrap(),
+                cfb_crate_stream(bytes, "/Workbook")
+            );
+        }
+        // calamine's own outcome decides: it caps mini sectors at 8 per sector of the file,
+        // too few with 4,096-byte sectors, and then cannot find the workbook.
+        for version in [cfb::Version::V3, cfb::Version::V4] {
+            for len in [100usize, 1_000, 4_095, 4_096, 70_000] {
+                let workbook: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+                let bytes = made_by_cfb_crate(version, &workbook);
+                let calamine =
+                    <calamine::Xls<_> as calamine::Reader<_>>::new(Cursor::new(bytes.as_slice()))
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
+                let port = calamine_workbook_stream(&bytes);
+                if calamine.starts_with("Cfb error") {
+                    assert!(port.is_err(), "{version:?}, {len} bytes: {calamine}");
+                } else {
+                    assert_eq!(port.ok(), Some(workbook), "{version:?}, {len} bytes");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attributes_are_scanned_as_calamine_scans_them() {
+        let scan = |raw: &'static str| raw_attributes(raw).collect::<Vec<_>>();
+        assert_eq!(
+            scan(r#" a="1"  b = '2' a="3""#),
+            [Ok(("a", "1")), Ok(("b", "2")), Ok(("a", "3"))]
+        );
+        // A key is everything up to `=`.
+        assert_eq!(scan(r#" x a="1""#), [Ok(("x a", "1"))]);
+        assert!(matches!(scan(r#" a=1 b="2""#)[..], [Err(_)]));
+        assert!(matches!(scan(" a")[..], [Err(_)]));
+        assert_eq!(declared_count("0005000000"), Some(5_000_000));
+        assert_eq!(declared_count("99999999999999999999999"), Some(u64::MAX));
+        assert_eq!(declared_count("5e6"), None);
+        assert_eq!(declared_count(""), None);
+    }
+
+    #[test]
+    fn entry_names_are_decoded_as_calamine_decodes_them() {
+        let padded = |mut raw: Vec<u8>| {
+            raw.resize(64, 0);
+            raw
+        };
+        let utf16le = |s: &str| padded(s.encode_utf16().flat_map(u16::to_le_bytes).collect());
+        assert_eq!(entry_name(&utf16le("Workbook")), "Workbook");
+        assert_eq!(entry_name(&utf16le("\u{FEFF}Workbook")), "Workbook");
+        let mut big_endian = vec![0xFE, 0xFF];
+        big_endian.extend("Book".encode_utf16().flat_map(u16::to_be_bytes));
+        assert_eq!(entry_name(&padded(big_endian)), "Book");
+        let mut utf8 = vec![0xEF, 0xBB, 0xBF];
+        utf8.extend_from_slice(b"Workbook");
+        assert_eq!(entry_name(&padded(utf8)), "Workbook");
+    }
+
+    fn word_at(bytes: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn a_directory_chain_that_loops_is_refused() {
+        // calamine reads the directory chain with no size limit: a sector linking to itself
+        // would grow it until memory runs out.
+        let mut bytes = made_by_cfb_crate(cfb::Version::V3, &[1; 100]);
+        let directory = word_at(&bytes, 0x30) as usize;
+        let fat = word_at(&bytes, 0x4C) as usize;
+        let link = (fat + 1) * 512 + directory * 4;
+        bytes[link..link + 4].copy_from_slice(&(directory as u32).to_le_bytes());
+        assert_eq!(
+            calamine_workbook_stream(&bytes).map(|_| ()),
+            Err(cfb_damaged("has a chain of sectors that loops"))
+        );
+    }
+
+    #[test]
+    fn a_difat_listing_sectors_over_and_over_is_refused() {
+        // Three DIFAT sectors appended, chained, each listing the FAT sector 127 times:
+        // calamine would load the FAT 382 times.
+        let mut bytes = made_by_cfb_crate(cfb::Version::V3, &[1; 100]);
+        let fat = word_at(&bytes, 0x4C);
+        let first = (bytes.len() / 512 - 1) as u32;
+        for k in 0..3u32 {
+            for _ in 0..127 {
+                bytes.extend_from_slice(&fat.to_le_bytes());
+            }
+            let next = if k < 2 { first + k + 1 } else { ENDOFCHAIN };
+            bytes.extend_from_slice(&next.to_le_bytes());
+        }
+        bytes[0x44..0x48].copy_from_slice(&first.to_le_bytes());
+        bytes[0x48..0x4C].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(
+            calamine_workbook_stream(&bytes).map(|_| ()),
+            Err(cfb_damaged(
+                "lists 382 allocation sectors, more than it holds"
+            ))
+        );
+    }
 }

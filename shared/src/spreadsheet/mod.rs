@@ -104,8 +104,9 @@ pub struct Limits {
     pub max_columns: u32,
     /// `.xls` and `.ods` are read whole: calamine allocates every cell of a sheet's used area
     /// (and `.xls` reserves its declared dimensions), so the area, rows x columns, of every sheet
-    /// is capped. The same number caps the distinct texts an `.xlsx` declares (calamine
-    /// reserves that many up front). Default 4,000,000 (200,000 rows x 20 columns).
+    /// is capped, and so is the sum over all sheets of a workbook (calamine keeps them all). The
+    /// same number caps the distinct texts an `.xlsx` declares (calamine reserves that many up
+    /// front). Default 4,000,000 (200,000 rows x 20 columns).
     pub max_cells: u64,
 }
 
@@ -175,6 +176,15 @@ pub enum FileError {
         max: u64,
     },
 
+    /// Each sheet is within the limit but `.xls` and `.ods` keep all of them in memory at once.
+    #[error("the workbook's {sheets} sheets together span {cells} cells, more than the {max} a {format} file may span: delete the sheets, rows and columns that are not needed, or save it as .xlsx")]
+    TooManyCellsInWorkbook {
+        format: &'static str,
+        sheets: u64,
+        cells: u64,
+        max: u64,
+    },
+
     #[error("the workbook declares {declared} distinct texts (at most {max}): it is not an ordinary spreadsheet")]
     TooManyTexts { declared: u64, max: u64 },
 
@@ -210,7 +220,9 @@ impl FileError {
             FileError::TooManyParts { .. } => "too_many_parts",
             FileError::TooManyRows { .. } => "too_many_rows",
             FileError::TooManyColumns { .. } => "too_many_columns",
-            FileError::TooManyCells { .. } => "too_many_cells",
+            FileError::TooManyCells { .. } | FileError::TooManyCellsInWorkbook { .. } => {
+                "too_many_cells"
+            }
             FileError::TooManyTexts { .. } => "too_many_texts",
             FileError::NotUtf8 { .. } => "not_utf8",
             FileError::MissingColumns { .. } => "missing_columns",

@@ -923,9 +923,17 @@ fn row_cap() {
 
 /// A minimal `.ods` with one table whose rows are given as `content.xml` markup.
 fn raw_ods(table_rows: &str) -> Vec<u8> {
+    ods_of_body(&format!(
+        r#"<table:table table:name="Students">{table_rows}</table:table></office:spreadsheet></office:body></office:document-content>"#
+    ))
+}
+
+/// A minimal `.ods` whose `content.xml` is the usual opening followed by `body` as given
+/// (which closes, or does not close, what it opens).
+fn ods_of_body(body: &str) -> Vec<u8> {
     let content = format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
-<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet><table:table table:name="Students">{table_rows}</table:table></office:spreadsheet></office:body></office:document-content>"#
+<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet>{body}"#
     );
     let manifest = r#"<?xml version="1.0" encoding="UTF-8"?>
 <manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>"#;
@@ -985,34 +993,65 @@ fn ods_reads_and_absurd_ods_is_refused() {
     );
 }
 
-#[test]
-fn xls_records_are_measured_before_calamine_reads_them() {
-    fn record(kind: u16, data: &[u8]) -> Vec<u8> {
-        let mut out = kind.to_le_bytes().to_vec();
-        out.extend_from_slice(&(data.len() as u16).to_le_bytes());
-        out.extend_from_slice(data);
-        out
-    }
-    let bof = record(
+/// One BIFF record: type, length, data.
+fn record(kind: u16, data: &[u8]) -> Vec<u8> {
+    let mut out = kind.to_le_bytes().to_vec();
+    out.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A BIFF8 BOF record (a workbook's globals and each sheet start with one).
+fn bof() -> Vec<u8> {
+    record(
         0x0809,
         &[0x00, 0x06, 0x10, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    );
-    let eof = record(0x000A, &[]);
-    let workbook = |sheet_records: Vec<u8>| {
-        // Globals: BOF, BoundSheet8 (offset filled in below), EOF; then the sheet.
-        let bound = |offset: u32| {
-            let mut data = offset.to_le_bytes().to_vec();
-            data.extend_from_slice(&[0, 0, 6, 0]);
-            data.extend_from_slice(b"Sheet1");
-            record(0x0085, &data)
-        };
-        let globals_len = bof.len() + bound(0).len() + eof.len();
-        let mut stream = [bof.clone(), bound(globals_len as u32), eof.clone()].concat();
-        stream.extend(bof.clone());
-        stream.extend(sheet_records);
-        stream.extend(eof.clone());
-        stream
-    };
+    )
+}
+
+fn eof() -> Vec<u8> {
+    record(0x000A, &[])
+}
+
+/// A BoundSheet8 record: the sheet `name` starts at `offset` of the stream.
+fn bound_sheet(offset: u32, name: &str) -> Vec<u8> {
+    let mut data = offset.to_le_bytes().to_vec();
+    data.extend_from_slice(&[0, 0, name.len() as u8, 0]);
+    data.extend_from_slice(name.as_bytes());
+    record(0x0085, &data)
+}
+
+/// A workbook stream: globals holding `globals` and one BoundSheet8 per name in `names`, all
+/// pointing to one sheet made of `sheet_records`.
+fn biff_stream(globals: &[u8], names: &[&str], sheet_records: &[u8]) -> Vec<u8> {
+    let bounds_len: usize = names.iter().map(|n| bound_sheet(0, n).len()).sum();
+    let offset = (bof().len() + globals.len() + bounds_len + eof().len()) as u32;
+    let mut stream = bof();
+    stream.extend_from_slice(globals);
+    for name in names {
+        stream.extend(bound_sheet(offset, name));
+    }
+    stream.extend(eof());
+    stream.extend(bof());
+    stream.extend_from_slice(sheet_records);
+    stream.extend(eof());
+    stream
+}
+
+/// A Number record: 1.0 at (row, col), 0-based.
+fn number(row: u16, col: u16) -> Vec<u8> {
+    let mut data = row.to_le_bytes().to_vec();
+    data.extend_from_slice(&col.to_le_bytes());
+    data.extend_from_slice(&[0, 0]);
+    data.extend_from_slice(&1.0f64.to_le_bytes());
+    record(0x0203, &data)
+}
+
+#[test]
+fn xls_records_are_measured_before_calamine_reads_them() {
+    let bof = bof();
+    let eof = eof();
+    let workbook = |sheet_records: Vec<u8>| biff_stream(&[], &["Sheet1"], &sheet_records);
     let limits = Limits::default();
     // DIMENSIONS claiming 65,536 rows x 256 columns.
     let mut dims = 0u32.to_le_bytes().to_vec();
@@ -1037,13 +1076,6 @@ fn xls_records_are_measured_before_calamine_reads_them() {
     let error = guard::check_biff(&workbook(record(0x0200, &inverted)), &limits).unwrap_err();
     assert!(matches!(error, FileError::Damaged { .. }), "{error:?}");
     // Two numbers at A1 and IV65536: a tiny file whose used area is 16 million cells.
-    let number = |row: u16, col: u16| {
-        let mut data = row.to_le_bytes().to_vec();
-        data.extend_from_slice(&col.to_le_bytes());
-        data.extend_from_slice(&[0, 0]);
-        data.extend_from_slice(&1.0f64.to_le_bytes());
-        record(0x0203, &data)
-    };
     let cells = [number(0, 0), number(65_535, 255)].concat();
     let error = guard::check_biff(&workbook(cells), &limits).unwrap_err();
     assert!(
@@ -1285,4 +1317,475 @@ fn streamed_rows_arrive_in_chunks_that_add_up_to_the_whole_file() {
     );
     assert_eq!(stopped, Err(FileError::Stopped));
     assert_eq!(taken, 1);
+}
+
+/// The smallest `.xlsx` the guard measures: a workbook part and the shared texts.
+fn xlsx_with_shared_strings(shared_strings: &[u8]) -> Vec<u8> {
+    zip_of(&[
+        (
+            "_rels/.rels",
+            br#"<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#,
+        ),
+        ("xl/workbook.xml", b"<workbook/>"),
+        ("xl/sharedStrings.xml", shared_strings),
+    ])
+}
+
+#[test]
+fn xlsx_declared_texts_are_found_where_calamine_finds_them() {
+    let too_many = Err(FileError::TooManyTexts {
+        declared: 5_000_000,
+        max: 4_000_000,
+    });
+    let comment = format!(
+        r#"<?xml version="1.0"?><!--{}--><sst uniqueCount="5000000"/>"#,
+        "a".repeat(70_000)
+    );
+    for (case, part) in [
+        // calamine skips every element before the first `sst`.
+        (
+            "another element first",
+            r#"<?xml version="1.0"?><x/><sst uniqueCount="5000000"/>"#.to_owned(),
+        ),
+        // calamine does not check end names.
+        (
+            "a mismatched end tag first",
+            r#"<?xml version="1.0"?><a></b><sst uniqueCount="5000000"/>"#.to_owned(),
+        ),
+        // Past the first 64 KiB.
+        ("70,000 bytes of comment first", comment),
+        // calamine does not check duplicate attributes.
+        (
+            "a duplicate attribute",
+            r#"<?xml version="1.0"?><x:sst a="1" a="2" uniqueCount="5000000"/>"#.to_owned(),
+        ),
+        (
+            "leading zeros",
+            r#"<sst uniqueCount="0005000000"></sst>"#.to_owned(),
+        ),
+    ] {
+        let bytes = xlsx_with_shared_strings(part.as_bytes());
+        assert_eq!(
+            guard::inspect(&bytes, Format::Xlsx, &Limits::default()),
+            too_many,
+            "{case}"
+        );
+    }
+    // calamine reserves nothing for a count it cannot parse, nor for a `count=`.
+    for part in [
+        r#"<sst uniqueCount="5e6" count="5000000"/>"#,
+        r#"<sst uniqueCount="4000000"/>"#,
+    ] {
+        assert_eq!(
+            guard::inspect(
+                &xlsx_with_shared_strings(part.as_bytes()),
+                Format::Xlsx,
+                &Limits::default()
+            ),
+            Ok(guard::Container::Xlsx(Format::Xlsx)),
+            "{part}"
+        );
+    }
+    // XML calamine cannot read up to `sst` is refused, not passed.
+    for part in [
+        r#"<?xml version="1.0"?><!-- never closed <sst uniqueCount="5000000"/>"#,
+        r#"<?xml version="1.0"?></x><sst uniqueCount="5000000"/>"#,
+    ] {
+        let error = guard::inspect(
+            &xlsx_with_shared_strings(part.as_bytes()),
+            Format::Xlsx,
+            &Limits::default(),
+        );
+        assert!(
+            matches!(&error, Err(FileError::Damaged { format: "xlsx", detail }) if detail.starts_with("the shared texts are not readable XML")),
+            "{part}: {error:?}"
+        );
+    }
+}
+
+/// A compound file holding `streams` (after creating `storages`), in that order.
+fn compound_file(storages: &[&str], streams: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut file = cfb::CompoundFile::create(Cursor::new(Vec::new())).unwrap();
+    for storage in storages {
+        file.create_storage(storage).unwrap();
+    }
+    for (path, data) in streams {
+        file.create_stream(path).unwrap().write_all(data).unwrap();
+    }
+    file.flush().unwrap();
+    file.into_inner().into_inner()
+}
+
+/// DIMENSIONS claiming 65,536 rows x 256 columns: calamine reserves 16.7 million cells.
+fn dimensions_65536_by_256() -> Vec<u8> {
+    let mut dims = 0u32.to_le_bytes().to_vec();
+    dims.extend_from_slice(&65_536u32.to_le_bytes());
+    dims.extend_from_slice(&[0, 0, 0, 1, 0, 0]);
+    record(0x0200, &dims)
+}
+
+#[test]
+fn xls_the_stream_calamine_reads_is_the_one_measured() {
+    let harmless = biff_stream(&[], &["Sheet1"], &number(10, 3));
+    let hostile = biff_stream(&[], &["Sheet1"], &dimensions_65536_by_256());
+    let too_big = Err(FileError::TooManyCells {
+        format: ".xls",
+        sheet: "Sheet1".into(),
+        rows: 65_536,
+        columns: 256,
+        max: 4_000_000,
+    });
+    // calamine takes the first entry named Workbook in directory order, at any depth.
+    let nested = compound_file(
+        &["/S"],
+        &[("/S/Workbook", &hostile), ("/Workbook", &harmless)],
+    );
+    assert_eq!(
+        guard::inspect(&nested, Format::Xls, &Limits::default()),
+        too_big
+    );
+    // It decodes names with a byte-order mark sniffed: "\u{FEFF}Workbook" is "Workbook" there.
+    let marked = compound_file(
+        &[],
+        &[("/\u{FEFF}Workbook", &hostile), ("/Workbook", &harmless)],
+    );
+    assert_eq!(
+        guard::inspect(&marked, Format::Xls, &Limits::default()),
+        too_big
+    );
+    // "Workbook" before "Book", wherever they are.
+    let book = compound_file(&[], &[("/Book", &harmless), ("/WORKBOOK", &hostile)]);
+    assert_eq!(
+        guard::inspect(&book, Format::Xls, &Limits::default()),
+        too_big
+    );
+    // The same streams the other way round pass.
+    let fine = compound_file(
+        &["/S"],
+        &[("/S/Workbook", &harmless), ("/Workbook", &hostile)],
+    );
+    assert_eq!(
+        guard::inspect(&fine, Format::Xls, &Limits::default()),
+        Ok(guard::Container::Xls)
+    );
+}
+
+/// The sector size and the file offset of directory entry `index` of a compound file.
+fn directory_entry_at(bytes: &[u8], index: usize) -> (usize, usize) {
+    let size = 1usize << u16::from_le_bytes([bytes[0x1E], bytes[0x1F]]);
+    let dir_start = u32::from_le_bytes(bytes[0x30..0x34].try_into().unwrap()) as usize;
+    (size, (dir_start + 1) * size + index * 128)
+}
+
+#[test]
+fn xls_sizes_larger_than_the_file_are_refused() {
+    let stream = biff_stream(&[], &["Sheet1"], &number(10, 3));
+    let bytes = compound_file(&[], &[("/Workbook", &stream)]);
+    assert_eq!(
+        guard::inspect(&bytes, Format::Xls, &Limits::default()),
+        Ok(guard::Container::Xls)
+    );
+    let refused = |bytes: &[u8], expected: &str| {
+        let error = guard::inspect(bytes, Format::Xls, &Limits::default());
+        assert!(
+            matches!(&error, Err(FileError::Damaged { format: "xls", detail }) if detail.contains(expected)),
+            "{expected}: {error:?}"
+        );
+    };
+    // The root entry's size is the mini stream's, which calamine reads up to that size.
+    let (_, root) = directory_entry_at(&bytes, 0);
+    let mut huge_root = bytes.clone();
+    huge_root[root + 0x78..root + 0x7C].copy_from_slice(&0xFFFF_FFC0u32.to_le_bytes());
+    refused(
+        &huge_root,
+        &format!(
+            "says its part \"Root Entry\" holds 4294967232 bytes, more than the whole file ({} bytes)",
+            bytes.len()
+        ),
+    );
+    // The workbook's own entry.
+    let (_, workbook) = directory_entry_at(&bytes, 1);
+    let mut huge_workbook = bytes.clone();
+    huge_workbook[workbook + 0x78..workbook + 0x7C].copy_from_slice(&0x7FFF_0000u32.to_le_bytes());
+    refused(
+        &huge_workbook,
+        "says its part \"Workbook\" holds 2147418112 bytes",
+    );
+    // The mini FAT's sector count sizes a chain too.
+    let mut huge_mini_fat = bytes.clone();
+    huge_mini_fat[0x40..0x44].copy_from_slice(&0x00FF_FFFFu32.to_le_bytes());
+    refused(&huge_mini_fat, "declares 16777215 mini allocation sectors");
+}
+
+#[test]
+fn xls_text_lengths_past_their_record_are_refused() {
+    let limits = Limits::default();
+    let refused = |sheet: Vec<u8>, present: u64| {
+        assert_eq!(
+            guard::check_biff(&biff_stream(&[], &["Sheet1"], &sheet), &limits),
+            Err(FileError::Damaged {
+                format: "xls",
+                detail: format!(
+                    "a text in sheet \"Sheet1\" claims 65535 characters but only {present} bytes follow"
+                ),
+            })
+        );
+    };
+    // Label and RString: row, column, format, cch = 65,535, flags, one character.
+    refused(
+        record(0x0204, &[0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x00, b'A']),
+        2,
+    );
+    refused(
+        record(0x00D6, &[0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x00, b'A']),
+        2,
+    );
+    // String (a formula's text): cch = 65,535, flags, one character.
+    refused(record(0x0207, &[0xFF, 0xFF, 0x00, b'A']), 2);
+    // Lengths that fit pass, also when CONTINUE records carry the rest.
+    let label = record(0x0204, &[0, 0, 0, 0, 0, 0, 3, 0, 0x00, b'a', b'b', b'c']);
+    assert!(guard::check_biff(&biff_stream(&[], &["Sheet1"], &label), &limits).is_ok());
+    let continued = [
+        record(0x0204, &[0, 0, 0, 0, 0, 0, 6, 0, 0x00, b'a', b'b', b'c']),
+        record(0x003C, b"def"),
+    ]
+    .concat();
+    assert!(guard::check_biff(&biff_stream(&[], &["Sheet1"], &continued), &limits).is_ok());
+}
+
+#[test]
+fn xls_a_formula_text_before_any_formula_is_a1() {
+    // calamine puts a String record's value at the last Formula's cell, A1 before any: with a
+    // number at IV65536 the sheet spans 16.7 million cells.
+    let sheet = [number(65_535, 255), record(0x0207, &[0, 0, 0])].concat();
+    assert_eq!(
+        guard::check_biff(&biff_stream(&[], &["Sheet1"], &sheet), &Limits::default()),
+        Err(FileError::TooManyCells {
+            format: ".xls",
+            sheet: "Sheet1".into(),
+            rows: 65_536,
+            columns: 256,
+            max: 4_000_000,
+        })
+    );
+}
+
+#[test]
+fn xls_sheets_are_capped_together() {
+    // Two sheet entries pointing to one sheet of 2,000 x 2,000 cells: calamine reads and keeps
+    // it twice.
+    let sheet = [number(0, 0), number(1_999, 1_999)].concat();
+    let limits = Limits::default();
+    assert!(guard::check_biff(&biff_stream(&[], &["A"], &sheet), &limits).is_ok());
+    assert_eq!(
+        guard::check_biff(&biff_stream(&[], &["A", "B"], &sheet), &limits),
+        Err(FileError::TooManyCellsInWorkbook {
+            format: ".xls",
+            sheets: 2,
+            cells: 8_000_000,
+            max: 4_000_000,
+        })
+    );
+}
+
+#[test]
+fn xls_shared_texts_are_counted_in_every_cell_that_copies_them() {
+    // An SST of two texts: "x", and 8,000 characters of which 3,000 are in the SST record and
+    // 5,000 in a CONTINUE record (which starts with its own flags byte).
+    let mut sst = 2u32.to_le_bytes().to_vec();
+    sst.extend_from_slice(&2u32.to_le_bytes());
+    sst.extend_from_slice(&[1, 0, 0, b'x']);
+    sst.extend_from_slice(&8_000u16.to_le_bytes());
+    sst.push(0);
+    sst.extend(std::iter::repeat_n(b'A', 3_000));
+    let mut rest = vec![0u8];
+    rest.extend(std::iter::repeat_n(b'A', 5_000));
+    let globals = [record(0x00FC, &sst), record(0x003C, &rest)].concat();
+    let label_sst = |row: u16, isst: u32| {
+        let mut data = row.to_le_bytes().to_vec();
+        data.extend_from_slice(&[0, 0, 0, 0]);
+        data.extend_from_slice(&isst.to_le_bytes());
+        record(0x00FD, &data)
+    };
+    let limits = Limits {
+        max_unpacked_bytes: 4 * 1024 * 1024,
+        ..Limits::default()
+    };
+    // 600 cells copying the short text pass; copying the long one, 4.8 MB, do not.
+    let short: Vec<u8> = (0..600).flat_map(|row| label_sst(row, 0)).collect();
+    assert!(guard::check_biff(&biff_stream(&globals, &["Sheet1"], &short), &limits).is_ok());
+    let long: Vec<u8> = (0..600).flat_map(|row| label_sst(row, 1)).collect();
+    assert_eq!(
+        guard::check_biff(&biff_stream(&globals, &["Sheet1"], &long), &limits),
+        Err(FileError::TooLargeUnpacked {
+            size: 525 * 8_000,
+            max: 4 * 1024 * 1024,
+        })
+    );
+}
+
+#[test]
+fn ods_every_cell_calamine_stores_is_measured() {
+    let too_big = |rows: u64, columns: u64| {
+        Err(FileError::TooManyCells {
+            format: ".ods",
+            sheet: "Students".into(),
+            rows,
+            columns,
+            max: 4_000_000,
+        })
+    };
+    // A value without a value type, self-closed: calamine stores it in every column.
+    for cell in [
+        r#"office:value="1""#,
+        r#"table:formula="of:=1""#,
+        r#"office:string-value="""#,
+        r#"office:date-value="2020-01-01""#,
+        r#"office:boolean-value="true""#,
+        r#"office:value-type="string""#,
+    ] {
+        let rows = format!(
+            r#"<table:table-row table:number-rows-repeated="300"><table:table-cell table:number-columns-repeated="16384" {cell}/></table:table-row>"#
+        );
+        assert_eq!(
+            guard::inspect(&raw_ods(&rows), Format::Ods, &Limits::default()),
+            too_big(300, 16_384),
+            "{cell}"
+        );
+    }
+    // Empty cells cost nothing at the end of a row...
+    let empty = r#"<table:table-row table:number-rows-repeated="300"><table:table-cell table:number-columns-repeated="16384"/></table:table-row>"#;
+    assert_eq!(
+        guard::inspect(&raw_ods(empty), Format::Ods, &Limits::default()),
+        Ok(guard::Container::Ods)
+    );
+    // ...but calamine stores them when any cell follows, even an empty one, in every row
+    // element.
+    let stored = r#"<table:table-row><table:table-cell table:number-columns-repeated="16384"/><table:table-cell/></table:table-row>"#
+        .repeat(300);
+    assert_eq!(
+        guard::inspect(&raw_ods(&stored), Format::Ods, &Limits::default()),
+        too_big(245, 16_384)
+    );
+}
+
+#[test]
+fn ods_repeats_of_zero_are_refused() {
+    for (rows, attribute) in [
+        (
+            r#"<table:table-row table:number-rows-repeated="0"><table:table-cell office:value="1"/></table:table-row>"#,
+            "table:number-rows-repeated",
+        ),
+        (
+            r#"<table:table-row><table:table-cell table:number-columns-repeated="0" office:value="1"/></table:table-row>"#,
+            "table:number-columns-repeated",
+        ),
+    ] {
+        assert_eq!(
+            guard::inspect(&raw_ods(rows), Format::Ods, &Limits::default()),
+            Err(FileError::Damaged {
+                format: "ods",
+                detail: format!("{attribute}=\"0\": a repeat count must be at least 1"),
+            })
+        );
+    }
+}
+
+#[test]
+fn ods_texts_are_held_to_a_budget() {
+    let limits = Limits::default();
+    let text_cell = |inner: &str| {
+        format!(
+            r#"<table:table-row><table:table-cell office:value-type="string"><text:p>{inner}</text:p></table:table-cell></table:table-row>"#
+        )
+    };
+    // One run of 50 million spaces.
+    assert_eq!(
+        guard::inspect(
+            &raw_ods(&text_cell(r#"<text:s text:c="50000000"/>"#)),
+            Format::Ods,
+            &limits
+        ),
+        Err(FileError::Damaged {
+            format: "ods",
+            detail: "a cell of table \"Students\" holds a run of 50000000 spaces, more than a cell holds (32767 characters)".into(),
+        })
+    );
+    // Many runs in one cell: 10,000 x 30,000 spaces, counted as the text grows.
+    assert_eq!(
+        guard::inspect(
+            &raw_ods(&text_cell(&r#"<text:s text:c="30000"/>"#.repeat(10_000))),
+            Format::Ods,
+            &limits
+        ),
+        Err(FileError::TooLargeUnpacked {
+            size: 6_991 * 30_000,
+            max: 200 * 1024 * 1024,
+        })
+    );
+    // A 1,000-byte text over 16,384 columns and 20 rows: few cells, 327 MB of copies.
+    let copies = format!(
+        r#"<table:table-row table:number-rows-repeated="20"><table:table-cell table:number-columns-repeated="16384" office:value-type="string" office:string-value="{}"/></table:table-row>"#,
+        "A".repeat(1_000)
+    );
+    assert_eq!(
+        guard::inspect(&raw_ods(&copies), Format::Ods, &limits),
+        Err(FileError::TooLargeUnpacked {
+            size: 1_000 * 16_384 * 20,
+            max: 200 * 1024 * 1024,
+        })
+    );
+    // Ordinary runs pass.
+    assert_eq!(
+        guard::inspect(
+            &raw_ods(&text_cell(r#"a<text:s text:c="3"/>b"#)),
+            Format::Ods,
+            &limits
+        ),
+        Ok(guard::Container::Ods)
+    );
+}
+
+#[test]
+fn ods_cut_short_where_calamine_would_never_return_is_refused() {
+    // calamine waits for the end of a table, or of a cell's comment, past the end of the part.
+    let table = r#"<table:table table:name="A"><table:table-row><table:table-cell office:value="1"/></table:table-row>"#;
+    assert_eq!(
+        guard::inspect(&ods_of_body(table), Format::Ods, &Limits::default()),
+        Err(FileError::Damaged {
+            format: "ods",
+            detail: "table \"A\" does not end: the file was cut short".into(),
+        })
+    );
+    let comment = r#"<table:table table:name="A"><table:table-row><table:table-cell office:value-type="string"><office:annotation><text:p>note</text:p>"#;
+    assert_eq!(
+        guard::inspect(&ods_of_body(comment), Format::Ods, &Limits::default()),
+        Err(FileError::Damaged {
+            format: "ods",
+            detail: "a cell of table \"A\" does not end: the file was cut short".into(),
+        })
+    );
+}
+
+#[test]
+fn ods_tables_are_capped_together() {
+    // Two tables of 244 x 16,384 cells, each under the limit.
+    let rows = r#"<table:table-row table:number-rows-repeated="244"><table:table-cell table:number-columns-repeated="16384" office:value-type="float" office:value="1"/></table:table-row>"#;
+    let limits = Limits::default();
+    assert_eq!(
+        guard::inspect(&raw_ods(rows), Format::Ods, &limits),
+        Ok(guard::Container::Ods)
+    );
+    let two = raw_ods(&format!(
+        r#"{rows}</table:table><table:table table:name="B">{rows}"#
+    ));
+    assert_eq!(
+        guard::inspect(&two, Format::Ods, &limits),
+        Err(FileError::TooManyCellsInWorkbook {
+            format: ".ods",
+            sheets: 2,
+            cells: 2 * 244 * 16_384,
+            max: 4_000_000,
+        })
+    );
 }
