@@ -8,17 +8,11 @@ use secrecy::SecretString;
 
 use crate::cache::CacheSettings;
 use crate::db::DatabaseSettings;
+use crate::error::ConfigError;
 use crate::import::{ImportSettings, PasswordPolicy};
 use crate::qr::{Ecc, QrSettings};
 use crate::storage::S3Settings;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("{0} is not set: {1}")]
-    Missing(&'static str, &'static str),
-    #[error("{name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
 
 /// Everything the functions read from the environment.
 #[derive(Debug, Clone)]

@@ -12,53 +12,8 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, RowStream};
 use url::Url;
 
-use crate::config::ConfigError;
-use crate::error::Error;
-
-/// The two kinds of record that carry QR tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Students,
-    Stalls,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Students, Kind::Stalls];
-
-    pub fn table(self) -> &'static str {
-        match self {
-            Kind::Students => "students",
-            Kind::Stalls => "stalls",
-        }
-    }
-
-    /// "Students" / "Stalls", as summaries print it.
-    pub fn title(self) -> &'static str {
-        match self {
-            Kind::Students => "Students",
-            Kind::Stalls => "Stalls",
-        }
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.table())
-    }
-}
-
-impl std::str::FromStr for Kind {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "students" | "student" => Ok(Kind::Students),
-            "stalls" | "stall" => Ok(Kind::Stalls),
-            other => Err(format!("`{other}` is not a kind (students or stalls)")),
-        }
-    }
-}
+use crate::error::{ConfigError, Error};
+use crate::kind::Kind;
 
 /// TLS as libpq's `sslmode` defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

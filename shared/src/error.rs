@@ -1,8 +1,17 @@
 //! One error type for the jobs, with the context a person needs to act (which step, which key).
 //! Messages never carry secrets: connection strings are not part of any variant.
 
-use crate::config::ConfigError;
 use crate::qr::RenderError;
+
+/// A variable of the environment that is missing or malformed: a leaf every settings type
+/// reports with, so no module needs `config` to say what is wrong with its settings.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0} is not set: {1}")]
+    Missing(&'static str, &'static str),
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod import;
+pub mod kind;
 pub mod migrations;
 pub mod qr;
 pub mod qr_reads;

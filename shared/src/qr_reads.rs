@@ -13,7 +13,8 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::cache::Cache;
-use crate::db::{Database, Kind};
+use crate::db::Database;
+use crate::kind::Kind;
 use crate::error::Error;
 use crate::qr::{self, QrSettings, DATA_URL_PREFIX};
 

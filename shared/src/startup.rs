@@ -5,7 +5,8 @@
 use std::process::ExitCode;
 
 use crate::cache::Cache;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
+use crate::error::ConfigError;
 use crate::db::Database;
 use crate::telemetry::{self, LogFormat};
 

@@ -13,7 +13,8 @@ use tokio::task::JoinSet;
 use tokio_postgres::Row;
 
 use crate::cache::Cache;
-use crate::db::{self, Database, Kind, RowFilter, Shard};
+use crate::db::{self, Database, RowFilter, Shard};
+use crate::kind::Kind;
 use crate::error::Error;
 use crate::qr::{self, QrSettings, RenderTimings};
 

@@ -1,5 +1,6 @@
 //! Fuzzing the spreadsheet readers: each format's reading entry point (`read_records`) gets the
-//! office-suite fixtures, mutated the way hostile files are (bytes flipped, inserted, cut; in a
+//! fixtures (saved by an office suite; for `.xlsb`, written by a test and saved by Excel),
+//! mutated the way hostile files are (bytes flipped, inserted, cut; in a
 //! zip container, a part's numbers replaced by huge ones and text spliced in, then re-zipped),
 //! under a memory cap. A panic that escapes the reader, an abort, or an allocation past the cap
 //! fails the test.
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bolero::generator::TypeGenerator;
-use shared::db::Kind;
+use shared::kind::Kind;
 use shared::spreadsheet::{read_records, Format, Limits};
 
 /// Live heap bytes past which the process aborts: a reader that reserves by what a file claims
@@ -236,6 +237,9 @@ fn fuzz(format: Format, seeds: &[&[u8]]) {
 }
 
 const STUDENTS_XLSX: &[u8] = include_bytes!("../src/spreadsheet/fixtures/students.xlsx");
+const STUDENTS_XLSB: &[u8] = include_bytes!("../src/spreadsheet/fixtures/students.xlsb");
+const EXCEL_XLSB: &[u8] = include_bytes!("../src/spreadsheet/fixtures/excel-any-sheets.xlsb");
+const EXCEL_DATE_XLSB: &[u8] = include_bytes!("../src/spreadsheet/fixtures/excel-date.xlsb");
 const STUDENTS_XLS: &[u8] = include_bytes!("../src/spreadsheet/fixtures/students.xls");
 const TEMPLATE_XLS: &[u8] = include_bytes!("../src/spreadsheet/fixtures/template.xls");
 const STUDENTS_ODS: &[u8] = include_bytes!("../src/spreadsheet/fixtures/students.ods");
@@ -254,8 +258,10 @@ fn xlsm_reader() {
 
 #[test]
 fn xlsb_reader() {
-    // No office suite here writes .xlsb; the zip container and its parts are what is mutated.
-    fuzz(Format::Xlsb, &[STUDENTS_XLSX]);
+    // No office suite here writes .xlsb: `students.xlsb` is written record by record by a
+    // test, its parts stored uncompressed so that byte edits land in the records (sizes,
+    // counts, texts); the two saved by Excel (deflated) come from calamine's tests.
+    fuzz(Format::Xlsb, &[STUDENTS_XLSB, EXCEL_XLSB, EXCEL_DATE_XLSB]);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use shared::db::Kind;
+use shared::kind::Kind;
 use shared::spreadsheet::{self, Format, Limits};
 
 use crate::support::*;

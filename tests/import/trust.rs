@@ -22,7 +22,9 @@ impl World {
             db: &self.clients.db,
             cache: &self.clients.cache,
             storage: &self.clients.storage,
-            config: &self.clients.config,
+            settings: &self.clients.config.import,
+            qr: &self.clients.config.qr,
+            jwt_secret: self.clients.config.jwt_secret().unwrap(),
         }
     }
 
@@ -377,7 +379,7 @@ async fn a_spreadsheet_upload_gets_its_rejected_rows_as_xlsx() {
     let parsed = shared::spreadsheet::read_records(
         &bytes,
         shared::spreadsheet::Format::Xlsx,
-        shared::db::Kind::Students,
+        shared::kind::Kind::Students,
         &Default::default(),
         chrono::Utc::now().date_naive(),
     )
@@ -514,7 +516,7 @@ fn target(world: &World, key: &str, version: &str) -> ImportTarget {
         key: key.into(),
         version: version.into(),
         version_id: None,
-        kind: shared::db::Kind::Students,
+        kind: shared::kind::Kind::Students,
         format: shared::spreadsheet::Format::Csv,
     }
 }

@@ -2,7 +2,7 @@
 
 use end_to_end::{decode_data_url, test_cache, warm_everything, TestDb};
 use redis::AsyncCommands;
-use shared::db::Kind;
+use shared::kind::Kind;
 use shared::qr::QrSettings;
 use shared::warm::{warm, WarmRequest};
 

@@ -7,7 +7,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use shared::auth::{Principal, Role};
-use shared::db::Kind;
+use shared::kind::Kind;
 use shared::import::{claim, event, BlankCells, Importer};
 use shared::qr_reads::{self, ReadError, Source};
 use shared::spreadsheet::Format;
@@ -435,7 +435,9 @@ pub async fn validate(
         db: api.reader.db(),
         cache: api.reader.cache(),
         storage: &api.storage,
-        config: &api.config,
+        settings: &api.config.import,
+        qr: &api.config.qr,
+        jwt_secret: api.config.jwt_secret().map_err(ApiError::internal)?,
     };
     let dry = importer
         .dry_run(bucket, &key, options)

@@ -37,7 +37,9 @@ pub async fn handle(
         db: &clients.db,
         cache: &clients.cache,
         storage: &clients.storage,
-        config: &clients.config,
+        settings: &clients.config.import,
+        qr: &clients.config.qr,
+        jwt_secret: clients.config.jwt_secret()?,
     };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();

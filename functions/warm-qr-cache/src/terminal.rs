@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 use shared::cache::Cache;
-use shared::db::{Database, Kind};
+use shared::db::Database;
+use shared::kind::Kind;
 use shared::qr::QrSettings;
 use shared::warm::{self, Progress, WarmRequest};
 

@@ -3,7 +3,7 @@
 
 use aws_lambda_events::s3::S3Event;
 
-use crate::db::Kind;
+use crate::kind::Kind;
 use crate::spreadsheet::Format;
 
 /// One uploaded object version to import.

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::options::{BlankCells, ImportOptions};
 use super::PasswordPolicy;
-use crate::db::Kind;
+use crate::kind::Kind;
 use crate::error::Error;
 use crate::spreadsheet::{
     EventRef, Field, Optional, OriginalRow, Records, RowError, SchoolRef, StallRecord,
@@ -173,18 +173,27 @@ impl Existing {
 
     /// True when `key` is stored exactly so.
     fn contains(&self, key: &str) -> bool {
-        self.keys
-            .get(&key.to_lowercase())
-            .is_some_and(|stored| stored == key)
+        self.stored_key(key).is_some_and(|stored| stored == key)
     }
 
     /// A stored key that differs from `key` only in letter case: the app tells them apart, a
     /// person cannot.
     fn case_twin(&self, key: &str) -> Option<&str> {
-        self.keys
-            .get(&key.to_lowercase())
-            .filter(|stored| stored.as_str() != key)
-            .map(String::as_str)
+        self.stored_key(key).filter(|stored| *stored != key)
+    }
+
+    /// The stored key equal to `key` ignoring letter case. Most keys are digits and dashes,
+    /// already lower case: they are looked up as they are, with no copy per row.
+    fn stored_key(&self, key: &str) -> Option<&str> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let stored = if key.chars().any(char::is_uppercase) {
+            self.keys.get(&key.to_lowercase())
+        } else {
+            self.keys.get(key)
+        };
+        stored.map(String::as_str)
     }
 
     fn school(&self, school: &SchoolRef) -> Result<Uuid, String> {
@@ -275,6 +284,26 @@ impl Signer {
             Records::Stalls(_) => Vec::new(),
         };
         Chunk { records, tokens }
+    }
+}
+
+/// The last school a chunk's rows named, resolved: rows of one sheet mostly repeat a school, and
+/// resolving a name lower-cases it.
+#[derive(Default)]
+struct SchoolLookup {
+    last: Option<(SchoolRef, Result<Uuid, String>)>,
+}
+
+impl SchoolLookup {
+    fn resolve(&mut self, existing: &Existing, school: &SchoolRef) -> Result<Uuid, String> {
+        match &self.last {
+            Some((named, resolved)) if named == school => resolved.clone(),
+            _ => {
+                let resolved = existing.school(school);
+                self.last = Some((school.clone(), resolved.clone()));
+                resolved
+            }
+        }
     }
 }
 
@@ -735,6 +764,7 @@ impl<'a> Loader<'a> {
     ) -> Result<(), Error> {
         let mut accepted = Vec::with_capacity(records.len());
         let tokens = tokens.into_iter().chain(std::iter::repeat_with(|| None));
+        let mut schools = SchoolLookup::default();
         for ((row, record), token) in records.into_iter().zip(tokens) {
             let key = record.registration_no.as_str();
             if let Some(twin) = self.existing.case_twin(key) {
@@ -742,7 +772,7 @@ impl<'a> Loader<'a> {
                 self.reject(row, Field::RegistrationNo, reason, record.original);
                 continue;
             }
-            let school = match self.existing.school(&record.school) {
+            let school = match schools.resolve(&self.existing, &record.school) {
                 Ok(school) => school,
                 Err(reason) => {
                     self.reject(row, Field::School, reason, record.original);
@@ -927,6 +957,7 @@ impl<'a> Loader<'a> {
     async fn load_stalls(&mut self, records: Vec<(u32, StallRecord)>) -> Result<(), Error> {
         let upload_event = self.options.event;
         let mut accepted = Vec::with_capacity(records.len());
+        let mut schools = SchoolLookup::default();
         for (row, record) in records {
             let key = record.stall_number.as_str();
             if let Some(twin) = self.existing.case_twin(key) {
@@ -934,7 +965,7 @@ impl<'a> Loader<'a> {
                 self.reject(row, Field::StallNumber, reason, record.original);
                 continue;
             }
-            let school = match self.existing.school(&record.school) {
+            let school = match schools.resolve(&self.existing, &record.school) {
                 Ok(school) => school,
                 Err(reason) => {
                     self.reject(row, Field::School, reason, record.original);

@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cache::Cache;
-use crate::config::Config;
-use crate::db::{self, Database, Kind, RowFilter};
+use crate::db::{self, Database, RowFilter};
+use crate::qr::QrSettings;
+use secrecy::SecretString;
+use crate::kind::Kind;
 use crate::error::Error;
 use crate::spreadsheet::{self, Limits, ParsedFile, Records};
 use crate::storage::{Storage, StorageError};
@@ -268,7 +270,11 @@ pub struct Importer<'a> {
     pub db: &'a Database,
     pub cache: &'a Cache,
     pub storage: &'a Storage,
-    pub config: &'a Config,
+    pub settings: &'a ImportSettings,
+    /// How the imported rows' QR images are rendered for the cache.
+    pub qr: &'a QrSettings,
+    /// Signs the QR tokens of new rows.
+    pub jwt_secret: &'a SecretString,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -581,7 +587,7 @@ impl Importer<'_> {
         id: Uuid,
     ) -> Result<ImportReport, Error> {
         tracing::info!(import_id = %id, "another run is importing this file; waiting for it");
-        let deadline = Instant::now() + self.config.import.busy_wait;
+        let deadline = Instant::now() + self.settings.busy_wait;
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(250)).await;
             if let Some(now) = claim::find(client, id).await? {
@@ -611,7 +617,7 @@ impl Importer<'_> {
         mode: Mode,
         options: ImportOptions,
     ) -> Result<Processed, Halt> {
-        let settings = &self.config.import;
+        let settings = self.settings;
         let bytes = match self
             .storage
             .get(bucket, key, version_id, settings.limits.max_bytes)
@@ -624,7 +630,7 @@ impl Importer<'_> {
             Err(error) => return Err(Halt::Failed(Error::Failed(error.to_string()))),
         };
         let started = Instant::now();
-        let secret = self.config.jwt_secret().map_err(Error::from)?;
+        let secret = self.jwt_secret;
         let mut loader =
             Loader::start(client, kind, mode, secret, settings.password, options).await?;
         if let Some(reason) = loader.upload_event_error() {
@@ -692,7 +698,7 @@ impl Importer<'_> {
         let mut report = ImportReport::new(held.record.id, target, options);
         tracing::info!(import_id = %report.import_id, key = %target.key, kind = %target.kind, attempt = held.attempt, "importing");
         // A run that stops answering (a frozen container) must not hold the claim for ever.
-        let idle = self.config.import.time_limit + Duration::from_secs(60);
+        let idle = self.settings.time_limit + Duration::from_secs(60);
         client
             .batch_execute(&format!(
                 "SET LOCAL idle_in_transaction_session_timeout = '{}s'; SAVEPOINT load",
@@ -841,7 +847,7 @@ impl Importer<'_> {
                     shard: None,
                 },
             };
-            match warm::warm(self.db, self.cache, &self.config.qr, &request, &()).await {
+            match warm::warm(self.db, self.cache, self.qr, &request, &()).await {
                 Ok(summary) => cached += summary.cached(),
                 Err(failed) => {
                     tracing::error!(error = %failed.error, "caching the imported rows' QR images failed");

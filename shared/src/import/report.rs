@@ -189,7 +189,7 @@ mod tests {
         let parsed = read_records(
             "Registration No,Full Name,School,DOB,Pincode,Phone\n20240001,'=x,S,2000-01-01,110001,'+91 98765 43210\n".as_bytes(),
             Format::Csv,
-            crate::db::Kind::Students,
+            crate::kind::Kind::Students,
             &Limits::default(),
             chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
         )
@@ -207,7 +207,7 @@ mod tests {
         let parsed = read_records(
             &bytes,
             Format::Xlsx,
-            crate::db::Kind::Students,
+            crate::kind::Kind::Students,
             &Limits::default(),
             chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
         );

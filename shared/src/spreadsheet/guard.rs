@@ -1,13 +1,13 @@
 //! Checks made before calamine opens a file: what the bytes really are, and whether reading
 //! them could cost more than [`Limits`] allow. calamine trusts sizes written inside a file
 //! (it reserves a sheet's declared `.xls` dimensions, an `.xlsx`'s declared count of texts,
-//! every cell of an `.ods` sheet's area), and an allocation that fails aborts the process, so
-//! these numbers are read and capped here first.
+//! every cell of an `.ods` sheet's area, the declared length of each `.xlsb` record), and an
+//! allocation that fails aborts the process, so these numbers are read and capped here first.
 //!
 //! Where calamine 0.38 decides what it allocates, the guard reads the file the way calamine
 //! does, step for step: the same XML reader settings and the same element it stops at for
 //! `.xlsx` and `.ods`, calamine's own compound-file reading for `.xls` (which stream, which
-//! sectors), the same record walk. A measure that only resembled calamine's could be steered:
+//! sectors), the same record walk for `.xls` and `.xlsb`. A measure that only resembled calamine's could be steered:
 //! a crafted file would show the guard one thing and calamine another. Where calamine would
 //! give up on a file anyway, the guard refuses it as damaged.
 
@@ -150,6 +150,7 @@ fn inspect_zip(bytes: &[u8], named: Format, limits: &Limits) -> Result<Container
         return Ok(Container::Ods);
     }
     if has_suffix("workbook.bin") {
+        check_xlsb(&mut archive, &names, limits)?;
         return Ok(Container::Xlsb);
     }
     if has_suffix("workbook.xml") {
@@ -401,6 +402,772 @@ fn check_shared_strings(
                 ))
             }
             Ok(_) => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// .xlsb: calamine's record walk, step for step.
+//
+// An `.xlsb` part is a run of BIFF12 records, each a type (1-2 bytes), a size (1-4 bytes, up to
+// 2^28 - 1) and that many bytes. calamine (`RecordIter` in xlsb/mod.rs) zero-fills a buffer of
+// the declared size before reading the record into it, so a size is refused here unless the
+// part still holds that many bytes. That buffer only ever grows, and calamine reads texts
+// (`wide_str`) from the whole buffer, not from the record: a short record after a long one
+// yields the long one's text again. A 2-byte record can so make calamine copy megabytes; what
+// calamine writes is summed and held to the unpacked size (`XlsbBudget`). Where calamine gives
+// up on a part (an error, a panic it catches as one), the walk of that part stops: calamine
+// fails there itself, having written no more than what was measured.
+// ---------------------------------------------------------------------------------------------
+
+/// A `String` calamine keeps, besides its bytes.
+const STRING_HANDLE: u64 = std::mem::size_of::<String>() as u64;
+
+/// Excel's widest row: a row holding more cells than this is not a real one. Our reader keeps
+/// a row's cells until the row ends, however many share a column.
+const XLSB_MAX_ROW_CELLS: u64 = 16_384;
+
+/// calamine's `parse_formula` calls itself once per nested sub-expression (`PtgMemFunc`), with
+/// no limit: deep enough, it overflows the thread's stack, which aborts the process. Real
+/// formulas nest a level or two.
+const XLSB_MAX_FORMULA_NESTING: u32 = 32;
+
+/// Functions calamine knows (`FTAB_LEN` in utils.rs), their longest name ("CUBEMEMBERPROPERTY")
+/// and the most arguments one takes.
+const XLSB_FUNCTIONS: u64 = 485;
+const XLSB_FUNCTION_NAME: u64 = 18;
+const XLSB_FUNCTION_ARGS: u64 = 255;
+
+/// Why a walk of a part ends early.
+#[derive(Debug)]
+enum XlsbStop {
+    /// calamine fails at this point of the part (or panics, which our reader catches).
+    GivesUp,
+    /// The guard refuses the file.
+    Refused(FileError),
+}
+
+impl From<FileError> for XlsbStop {
+    fn from(error: FileError) -> Self {
+        XlsbStop::Refused(error)
+    }
+}
+
+type Walk<T> = Result<T, XlsbStop>;
+
+/// What calamine needs to go on; `None` where it fails (a slice or an index out of range
+/// panics, a bad value is an error).
+fn need<T>(value: Option<T>) -> Walk<T> {
+    value.ok_or(XlsbStop::GivesUp)
+}
+
+/// The outcome of a part's walk for the file: where calamine gives up, it refuses the file
+/// itself.
+fn walked(walk: Walk<()>) -> Result<(), FileError> {
+    match walk {
+        Ok(()) | Err(XlsbStop::GivesUp) => Ok(()),
+        Err(XlsbStop::Refused(error)) => Err(error),
+    }
+}
+
+/// Bytes calamine (and our reader after it) writes while reading an `.xlsb`: the texts it
+/// decodes, kept or not, the copies of texts it makes, and the bytes it moves to build a
+/// formula's text. Held to the unpacked size a workbook may have.
+struct XlsbBudget<'l> {
+    limits: &'l Limits,
+    written: u64,
+}
+
+impl XlsbBudget<'_> {
+    fn add(&mut self, bytes: u64) -> Result<(), FileError> {
+        self.written = self.written.saturating_add(bytes);
+        if self.written > self.limits.max_unpacked_bytes {
+            return Err(FileError::TooLargeUnpacked {
+                size: self.written,
+                max: self.limits.max_unpacked_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One part as calamine's `RecordIter` reads it, with the buffer calamine reads its records
+/// into (one per reading function, never shrunk, cleared where calamine clears it).
+struct XlsbPart<'n, R> {
+    name: &'n str,
+    reader: R,
+    /// Bytes of the part not read yet: the zip reader yields the declared size, no more.
+    left: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: std::io::Read> XlsbPart<'_, R> {
+    fn byte(&mut self) -> Walk<u8> {
+        let mut byte = [0u8];
+        if self.left == 0 || self.reader.read_exact(&mut byte).is_err() {
+            return Err(XlsbStop::GivesUp);
+        }
+        self.left -= 1;
+        Ok(byte[0])
+    }
+
+    /// calamine's `read_type`: a byte, and a second one when its high bit is set (of which
+    /// only the low 7 bits count).
+    fn read_type(&mut self) -> Walk<u16> {
+        let first = self.byte()?;
+        if first & 0x80 == 0 {
+            return Ok(u16::from(first));
+        }
+        let second = self.byte()?;
+        Ok(u16::from(first & 0x7F) + (u16::from(second & 0x7F) << 7))
+    }
+
+    /// calamine's `fill_buffer`: the size (7 bits a byte, at most 4 bytes), then the record
+    /// into the front of the buffer, which grows (zero-filled) to the declared size first.
+    fn fill_buffer(&mut self) -> Walk<usize> {
+        let mut byte = self.byte()?;
+        let mut len = usize::from(byte & 0x7F);
+        for i in 1..4 {
+            if byte & 0x80 == 0 {
+                break;
+            }
+            byte = self.byte()?;
+            len += usize::from(byte & 0x7F) << (7 * i);
+        }
+        if len as u64 > self.left {
+            return Err(XlsbStop::Refused(damaged(
+                "xlsb",
+                format!(
+                    "a record declares {len} bytes but only {} remain in {}",
+                    self.left, self.name
+                ),
+            )));
+        }
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        if self.reader.read_exact(&mut self.buf[..len]).is_err() {
+            return Err(XlsbStop::GivesUp);
+        }
+        self.left -= len as u64;
+        Ok(len)
+    }
+
+    /// calamine's `next_skip_blocks`: records up to one of `record_type`, skipping whole the
+    /// blocks `bounds` open and close.
+    fn next_skip_blocks(&mut self, record_type: u16, bounds: &[(u16, Option<u16>)]) -> Walk<usize> {
+        loop {
+            let kind = self.read_type()?;
+            let len = self.fill_buffer()?;
+            if kind == record_type {
+                return Ok(len);
+            }
+            if let Some(end) = bounds.iter().find(|b| b.0 == kind).and_then(|b| b.1) {
+                while self.read_type()? != end {
+                    self.fill_buffer()?;
+                }
+                self.fill_buffer()?;
+            }
+        }
+    }
+}
+
+/// Hands each character of the text calamine decodes from `bytes` (encoding_rs's
+/// `UTF_16LE.decode`) to `each`: a byte order mark switches to UTF-8 or UTF-16BE, and what
+/// does not decode becomes U+FFFD (three bytes from one, in UTF-8).
+fn xlsb_decode(bytes: &[u8], mut each: impl FnMut(char)) {
+    if let Some(rest) = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
+        for chunk in rest.utf8_chunks() {
+            chunk.valid().chars().for_each(&mut each);
+            if !chunk.invalid().is_empty() {
+                each(char::REPLACEMENT_CHARACTER);
+            }
+        }
+        return;
+    }
+    let (rest, big_endian) = match bytes.strip_prefix(&[0xFE, 0xFF]) {
+        Some(rest) => (rest, true),
+        None => (bytes.strip_prefix(&[0xFF, 0xFE]).unwrap_or(bytes), false),
+    };
+    let units = rest.chunks_exact(2).map(|pair| {
+        let pair = [pair[0], pair[1]];
+        if big_endian {
+            u16::from_be_bytes(pair)
+        } else {
+            u16::from_le_bytes(pair)
+        }
+    });
+    for c in char::decode_utf16(units) {
+        each(c.unwrap_or(char::REPLACEMENT_CHARACTER));
+    }
+    if rest.len() % 2 == 1 {
+        each(char::REPLACEMENT_CHARACTER);
+    }
+}
+
+/// Bytes of the text calamine decodes from `bytes`.
+fn xlsb_text_len(bytes: &[u8]) -> u64 {
+    let mut len = 0u64;
+    xlsb_decode(bytes, |c| len += c.len_utf8() as u64);
+    len
+}
+
+/// The text calamine decodes from `bytes`.
+fn xlsb_text(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    xlsb_decode(bytes, |c| text.push(c));
+    text
+}
+
+#[cfg(test)]
+pub(super) fn xlsb_decoded_len(bytes: &[u8]) -> u64 {
+    xlsb_text_len(bytes)
+}
+
+/// calamine's `wide_str` at the start of `field`: a count of UTF-16 units, then the units.
+/// The text's size and the bytes the field spans; `None` where calamine fails.
+fn wide_str_len(field: &[u8]) -> Option<(u64, usize)> {
+    let units = usize::try_from(u32_at(field, 0)?).ok()?;
+    let end = units.checked_mul(2)?.checked_add(4)?;
+    Some((xlsb_text_len(field.get(4..end)?), end))
+}
+
+/// The parts calamine may open for `path` (`cached_zip_path` in utils.rs): names compared
+/// without case and with `\` read as `/`, else the name exactly as written. All of them are
+/// walked, not only the one calamine ends up with.
+fn xlsb_parts(names: &[String], path: &str) -> Vec<usize> {
+    let wanted = path.to_ascii_lowercase();
+    let matching: Vec<usize> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.replace('\\', "/").to_ascii_lowercase() == wanted)
+        .map(|(index, _)| index)
+        .collect();
+    if matching.is_empty() {
+        names.iter().position(|n| n == path).into_iter().collect()
+    } else {
+        matching
+    }
+}
+
+/// A part of the archive as calamine reads it: through a `BufReader`.
+type XlsbZipPart<'a, 'b> = XlsbPart<'a, BufReader<zip::read::ZipFile<'a, Cursor<&'b [u8]>>>>;
+
+/// A part of the archive, opened for a walk.
+fn xlsb_part<'a, 'b>(
+    archive: &'a mut ZipArchive<Cursor<&'b [u8]>>,
+    index: usize,
+    name: &'a str,
+) -> Result<XlsbZipPart<'a, 'b>, FileError> {
+    let entry = archive.by_index(index).map_err(|e| damaged("xlsb", e))?;
+    Ok(XlsbPart {
+        name,
+        left: entry.size(),
+        reader: BufReader::new(entry),
+        buf: Vec::new(),
+    })
+}
+
+/// What the workbook part tells the rest of the walk.
+#[derive(Default)]
+struct XlsbWorkbook<'r> {
+    /// Each sheet's part, as calamine names it (`xl/` and the relationship's target).
+    sheets: Vec<&'r str>,
+    /// Each sheet's name, its size.
+    sheet_names: Vec<u64>,
+}
+
+/// Walks the parts of an `.xlsb` in the order calamine reads them (`Xlsb::new`: the shared
+/// texts, the styles, the relationships, the workbook; then each sheet as our reader opens
+/// it), measuring what each would cost.
+fn check_xlsb(
+    archive: &mut ZipArchive<Cursor<&[u8]>>,
+    names: &[String],
+    limits: &Limits,
+) -> Result<(), FileError> {
+    let mut budget = XlsbBudget { limits, written: 0 };
+    // Each shared text's size, the longest where several parts answer to the name.
+    let mut shared: Vec<u64> = Vec::new();
+    for index in xlsb_parts(names, "xl/sharedStrings.bin") {
+        let mut sizes = Vec::new();
+        let mut part = xlsb_part(archive, index, &names[index])?;
+        walked(check_xlsb_shared_strings(
+            &mut part,
+            &mut sizes,
+            &mut budget,
+        ))?;
+        for (i, size) in sizes.into_iter().enumerate() {
+            match shared.get_mut(i) {
+                Some(known) => *known = (*known).max(size),
+                None => shared.push(size),
+            }
+        }
+    }
+    for index in xlsb_parts(names, "xl/styles.bin") {
+        let mut part = xlsb_part(archive, index, &names[index])?;
+        walked(check_xlsb_styles(&mut part, &mut budget))?;
+    }
+    let Some(relationships) = xlsb_relationships(archive)? else {
+        return Ok(());
+    };
+    let mut workbook = XlsbWorkbook::default();
+    for index in xlsb_parts(names, "xl/workbook.bin") {
+        let mut part = xlsb_part(archive, index, &names[index])?;
+        walked(check_xlsb_workbook(
+            &mut part,
+            &relationships,
+            &mut workbook,
+            &mut budget,
+        ))?;
+    }
+    // Our reader opens the sheets one after the other, each from the start of its part: a
+    // part named by many sheets is read as many times.
+    let parts: Vec<usize> = workbook
+        .sheets
+        .iter()
+        .flat_map(|target| xlsb_parts(names, &format!("xl/{target}")))
+        .collect();
+    let mut read = 0u64;
+    for index in &parts {
+        let size = archive
+            .by_index_data(*index)
+            .map_err(|e| damaged("xlsb", e))?
+            .size();
+        read = read.saturating_add(size);
+    }
+    if read > limits.max_unpacked_bytes {
+        return Err(FileError::TooLargeUnpacked {
+            size: read,
+            max: limits.max_unpacked_bytes,
+        });
+    }
+    for index in parts {
+        let mut part = xlsb_part(archive, index, &names[index])?;
+        walked(check_xlsb_sheet(&mut part, &shared, &mut budget))?;
+    }
+    Ok(())
+}
+
+/// calamine's `read_shared_strings`: records up to `BrtBeginSst`, its count of distinct
+/// texts, then that many `BrtSSTItem`s, each kept as a `String`. calamine reserves nothing
+/// by the count, but reads that many texts even from 2-byte records (the buffer's text again),
+/// so the count is capped as an `.xlsx`'s is.
+fn check_xlsb_shared_strings<R: std::io::Read>(
+    part: &mut XlsbPart<'_, R>,
+    sizes: &mut Vec<u64>,
+    budget: &mut XlsbBudget<'_>,
+) -> Walk<()> {
+    part.next_skip_blocks(0x009F, &[])?;
+    let declared = need(u32_at(&part.buf, 4))?;
+    if declared > budget.limits.max_cells {
+        return Err(XlsbStop::Refused(FileError::TooManyTexts {
+            declared,
+            max: budget.limits.max_cells,
+        }));
+    }
+    for _ in 0..declared {
+        part.next_skip_blocks(0x0013, &[(0x0023, Some(0x0024))])?;
+        let (size, _) = need(part.buf.get(1..).and_then(wide_str_len))?;
+        budget.add(size + STRING_HANDLE)?;
+        sizes.push(size);
+    }
+    Ok(())
+}
+
+/// calamine's `read_styles`. It does not skip the records it has no use for: it reads their
+/// size and data as record types, byte after byte, until it meets the bytes of
+/// `BrtBeginFmts` or `BrtBeginCellXFs`. The walk does the same.
+fn check_xlsb_styles<R: std::io::Read>(
+    part: &mut XlsbPart<'_, R>,
+    budget: &mut XlsbBudget<'_>,
+) -> Walk<()> {
+    loop {
+        match part.read_type()? {
+            // BrtBeginFmts: its count of BrtFmt, each a number format's code, decoded and
+            // scanned.
+            0x0267 => {
+                part.fill_buffer()?;
+                let count = need(u32_at(&part.buf, 0))?;
+                for _ in 0..count {
+                    part.next_skip_blocks(0x002C, &[])?;
+                    let (size, _) = need(part.buf.get(2..).and_then(wide_str_len))?;
+                    budget.add(size)?;
+                }
+            }
+            // BrtBeginCellXFs: its count of BrtXF, a cell format kept for each; then calamine
+            // stops reading the part.
+            0x0269 => {
+                part.fill_buffer()?;
+                let count = need(u32_at(&part.buf, 0))?;
+                for _ in 0..count {
+                    part.next_skip_blocks(0x002F, &[])?;
+                    need(part.buf.get(2..4))?;
+                    budget.add(1)?;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        part.buf.clear();
+    }
+}
+
+/// calamine's `read_relationships`: `Id` to decoded `Target` of each `Relationship` in
+/// `xl/workbook.bin.rels` (by that exact name; none without it). `None` where calamine fails.
+fn xlsb_relationships(
+    archive: &mut ZipArchive<Cursor<&[u8]>>,
+) -> Result<Option<std::collections::HashMap<String, String>>, FileError> {
+    let mut relationships = std::collections::HashMap::new();
+    let part = match archive.by_name("xl/_rels/workbook.bin.rels") {
+        Ok(part) => part,
+        Err(zip::result::ZipError::FileNotFound) => return Ok(Some(relationships)),
+        Err(_) => return Ok(None),
+    };
+    let mut reader = calamine_xml(BufReader::new(part));
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) if e.name().as_ref() == "Relationship" => {
+                // calamine's `get_attrs!`: stops once it has met as many of the keys as it
+                // wants, a repeated key counting again.
+                let (mut id, mut target, mut found) = (None, None, 0);
+                for item in raw_attributes(e.attributes_raw()) {
+                    let Ok((key, value)) = item else {
+                        return Ok(None);
+                    };
+                    match key {
+                        "Id" => {
+                            id = Some(value);
+                            found += 1;
+                        }
+                        "Target" => {
+                            target = Some(value);
+                            found += 1;
+                        }
+                        _ => {}
+                    }
+                    if found == 2 {
+                        break;
+                    }
+                }
+                if let (Some(id), Some(target)) = (id, target) {
+                    let Ok(target) = decoded(target) else {
+                        return Ok(None);
+                    };
+                    relationships.insert(id.to_owned(), target);
+                }
+            }
+            Ok(Event::Eof) => return Ok(Some(relationships)),
+            Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// calamine's `read_workbook`: the sheets (`BrtBundleSh`) up to `BrtEndBundleShs`, then the
+/// sheets formulas refer to (`BrtExternSheet`) and the defined names (`BrtName`, each with its
+/// formula's text) up to the first record of what follows them.
+fn check_xlsb_workbook<'r, R: std::io::Read>(
+    part: &mut XlsbPart<'_, R>,
+    relationships: &'r std::collections::HashMap<String, String>,
+    workbook: &mut XlsbWorkbook<'r>,
+    budget: &mut XlsbBudget<'_>,
+) -> Walk<()> {
+    loop {
+        match part.read_type()? {
+            // BrtWbProp
+            0x0099 => {
+                part.fill_buffer()?;
+                need(part.buf.first())?;
+            }
+            // BrtBundleSh: state, tab id, relationship id, name.
+            0x009C => {
+                let len = part.fill_buffer()?;
+                let record = &part.buf[..len];
+                let relation = need(u32_at(record, 8))?;
+                if relation != 0xFFFF_FFFF {
+                    let id_end = 12 + relation as usize * 2;
+                    // The id is read from the buffer, the name from the record.
+                    let id = xlsb_text(need(part.buf.get(12..id_end))?);
+                    let target = need(relationships.get(&id))?;
+                    need(u32_at(&part.buf, 0).filter(|state| *state <= 2))?;
+                    let path = format!("xl/{target}");
+                    need(
+                        matches!(
+                            path.split('/').nth(1),
+                            Some("worksheets" | "chartsheets" | "dialogsheets")
+                        )
+                        .then_some(()),
+                    )?;
+                    let (name, _) = need(part.buf.get(id_end..len).and_then(wide_str_len))?;
+                    // The name is kept three times (calamine's two lists, our reader's), the
+                    // part's name once.
+                    budget.add(3 * (name + STRING_HANDLE) + path.len() as u64 + STRING_HANDLE)?;
+                    workbook.sheets.push(target);
+                    workbook.sheet_names.push(name);
+                }
+            }
+            // BrtEndBundleShs
+            0x0090 => {
+                part.fill_buffer()?;
+                break;
+            }
+            _ => {
+                part.fill_buffer()?;
+            }
+        }
+        part.buf.clear();
+    }
+    let mut formulas = XlsbFormulas::default();
+    loop {
+        match part.read_type()? {
+            // BrtExternSheet: a count, then 12-byte entries from the whole buffer, each kept
+            // as the name of the sheet it points to.
+            0x016A => {
+                part.fill_buffer()?;
+                let count = need(u32_at(&part.buf, 0))?;
+                let taken = usize::try_from(count).unwrap_or(usize::MAX);
+                formulas.extern_sheets = 0;
+                formulas.extern_name = 0;
+                for entry in part.buf[4..].chunks(12).take(taken) {
+                    let sheet = need(u32_at(entry, 4))? as u32 as i32;
+                    let name = match sheet {
+                        -2 => "#ThisWorkbook".len() as u64,
+                        -1 => "#InvalidWorkSheet".len() as u64,
+                        p if p >= 0 && (p as usize) < workbook.sheet_names.len() => {
+                            workbook.sheet_names[p as usize]
+                        }
+                        _ => "#Unknown".len() as u64,
+                    };
+                    budget.add(name + STRING_HANDLE)?;
+                    formulas.extern_sheets += 1;
+                    formulas.extern_name = formulas.extern_name.max(name);
+                }
+            }
+            // BrtName: flags, a name, then its formula.
+            0x0027 => {
+                let len = part.fill_buffer()?;
+                let record = &part.buf[..len];
+                let (name, name_len) = need(record.get(9..).and_then(wide_str_len))?;
+                let rgce_start = 13 + name_len;
+                let rgce_len = need(record.get(9 + name_len..).and_then(|r| u32_at(r, 0)))?;
+                let rgce_len = need(usize::try_from(rgce_len).ok())?;
+                let rgce_end = need(rgce_start.checked_add(rgce_len))?;
+                let rgce = need(record.get(rgce_start..rgce_end))?;
+                let formula = formulas.cost(rgce, 0)?;
+                budget.add(name + formula.len + formula.moved + 2 * STRING_HANDLE)?;
+                formulas.defined_name = formulas.defined_name.max(name);
+            }
+            // What follows the names: calamine stops reading the part.
+            0x009D | 0x0225 | 0x018D | 0x0180 | 0x009A | 0x0252 | 0x0229 | 0x009B | 0x0084 => {
+                return Ok(());
+            }
+            _ => {
+                part.fill_buffer()?;
+            }
+        }
+    }
+}
+
+/// What a formula calamine builds may refer to: the longest texts a reference writes.
+#[derive(Default)]
+struct XlsbFormulas {
+    extern_sheets: u64,
+    extern_name: u64,
+    defined_name: u64,
+}
+
+/// What calamine's `parse_formula` writes for one formula, at most: its text, and the bytes it
+/// moves while building it (an operator or a function splits the text and writes it back, a
+/// sign or a parenthesis goes in before a part of it).
+struct FormulaCost {
+    len: u64,
+    moved: u64,
+}
+
+impl XlsbFormulas {
+    /// Follows calamine token by token (its operands' sizes, where it fails), counting what
+    /// each token may add at most.
+    fn cost(&self, mut rgce: &[u8], depth: u32) -> Walk<FormulaCost> {
+        if depth > XLSB_MAX_FORMULA_NESTING {
+            return Err(XlsbStop::Refused(damaged(
+                "xlsb",
+                format!(
+                    "a defined name's formula nests more than {XLSB_MAX_FORMULA_NESTING} levels deep"
+                ),
+            )));
+        }
+        // Row numbers (10 digits), column letters (4), `$` signs.
+        const CELL: u64 = 1 + 4 + 1 + 10;
+        let mut cost = FormulaCost { len: 0, moved: 0 };
+        while let Some((&ptg, rest)) = rgce.split_first() {
+            rgce = rest;
+            let sheet = |rgce: &[u8]| -> Walk<u64> {
+                let index = need(u16_at(rgce, 0))?;
+                need((index < self.extern_sheets).then_some(self.extern_name))
+            };
+            // Operand bytes, bytes the token may add, whether it moves the text.
+            let (take, add, moves): (usize, u64, bool) = match ptg {
+                0x3A | 0x5A | 0x7A => (8, sheet(rgce)? + 1 + CELL, false),
+                0x3B | 0x5B | 0x7B => (14, sheet(rgce)? + 2 + 2 * CELL, false),
+                0x3C | 0x5C | 0x7C => (8, sheet(rgce)? + 6, false),
+                0x3D | 0x5D | 0x7D => (14, sheet(rgce)? + 6, false),
+                0x01 => (4, 0, false),
+                0x03..=0x11 => (0, 2, true),
+                0x12 | 0x13 => (0, 1, true),
+                0x14 => (0, 1, false),
+                0x15 => (0, 2, true),
+                0x16 => (0, 0, false),
+                0x17 => {
+                    let units = need(u16_at(rgce, 0))? as usize;
+                    let text = need(rgce.get(2..2 + 2 * units))?;
+                    (2 + 2 * units, 2 + xlsb_text_len(text), false)
+                }
+                0x18 => match need(rgce.first())? {
+                    0x19 => (13, 0, false),
+                    0x1D => (5, 0, false),
+                    _ => return Err(XlsbStop::GivesUp),
+                },
+                0x19 => match need(rgce.first())? {
+                    0x01 | 0x02 | 0x08 | 0x20 | 0x21 | 0x40 | 0x41 | 0x80 => (3, 0, false),
+                    0x04 => (11, 0, false),
+                    0x10 => (3, "SUM()".len() as u64, true),
+                    _ => return Err(XlsbStop::GivesUp),
+                },
+                0x1C => match need(rgce.first())? {
+                    0x00 | 0x07 | 0x0F | 0x17 | 0x1D | 0x24 | 0x2A | 0x2B => {
+                        (1, "#GETTING_DATA".len() as u64, false)
+                    }
+                    _ => return Err(XlsbStop::GivesUp),
+                },
+                0x1D => (1, 5, false),
+                0x1E => (2, 5, false),
+                0x1F => {
+                    let number = need(u64_at(rgce, 0))?;
+                    (8, format!("{}", f64::from_bits(number)).len() as u64, false)
+                }
+                0x20 | 0x40 | 0x60 => (14, 0, false),
+                0x21 | 0x41 | 0x61 => {
+                    if need(u16_at(rgce, 0))? >= XLSB_FUNCTIONS {
+                        return Err(XlsbStop::GivesUp);
+                    }
+                    (2, XLSB_FUNCTION_NAME + 2 + XLSB_FUNCTION_ARGS, true)
+                }
+                0x22 | 0x42 | 0x62 => {
+                    let arguments = u64::from(*need(rgce.first())?);
+                    if need(u16_at(rgce, 1))? >= XLSB_FUNCTIONS {
+                        return Err(XlsbStop::GivesUp);
+                    }
+                    (3, XLSB_FUNCTION_NAME + 2 + arguments, true)
+                }
+                0x23 | 0x43 | 0x63 => (4, self.defined_name, false),
+                0x24 | 0x44 | 0x64 => (6, CELL, false),
+                0x25 | 0x45 | 0x65 => (12, 1 + 2 * CELL, false),
+                0x2A | 0x4A | 0x6A => (6, 5, false),
+                0x2B | 0x4B | 0x6B => (12, 5, false),
+                // PtgMemFunc: a sub-expression, parsed on its own.
+                0x29 | 0x49 | 0x69 => {
+                    let len = need(u16_at(rgce, 0))? as usize;
+                    let inner = self.cost(need(rgce.get(2..2 + len))?, depth + 1)?;
+                    cost.moved = cost.moved.saturating_add(inner.moved);
+                    (2 + len, inner.len, false)
+                }
+                0x39 | 0x59 | 0x79 => (6, "EXTERNAL_WB_NAME".len() as u64, false),
+                _ => return Err(XlsbStop::GivesUp),
+            };
+            rgce = need(rgce.get(take..))?;
+            cost.len = cost.len.saturating_add(add);
+            if moves {
+                cost.moved = cost.moved.saturating_add(2 * cost.len);
+            }
+        }
+        Ok(cost)
+    }
+}
+
+/// A sheet as our reader reads it through calamine's `XlsbCellsReader`: records up to
+/// `BrtWsDim` and `BrtBeginSheetData` (skipping the blocks calamine skips), then every cell up
+/// to `BrtEndSheetData`. A text cell's text comes from the whole buffer; a shared text is
+/// copied into the row our reader keeps.
+fn check_xlsb_sheet<R: std::io::Read>(
+    part: &mut XlsbPart<'_, R>,
+    shared: &[u64],
+    budget: &mut XlsbBudget<'_>,
+) -> Walk<()> {
+    part.next_skip_blocks(0x0094, &[(0x0081, None), (0x0093, None)])?;
+    need(part.buf.get(..16))?;
+    part.next_skip_blocks(
+        0x0091,
+        &[
+            (0x0085, Some(0x0086)),
+            (0x0025, Some(0x0026)),
+            (0x01E5, None),
+            (0x0186, Some(0x0187)),
+        ],
+    )?;
+    let (mut row, mut row_cells) = (0u64, 0u64);
+    loop {
+        let kind = part.read_type()?;
+        part.fill_buffer()?;
+        let buf = &part.buf;
+        match kind {
+            // BrtCellRk
+            0x0002 => {
+                need(buf.get(..12))?;
+            }
+            // BrtCellError
+            0x0003 => {
+                need(buf.get(8).filter(|code| {
+                    matches!(code, 0x00 | 0x07 | 0x0F | 0x17 | 0x1D | 0x24 | 0x2A | 0x2B)
+                }))?;
+            }
+            // BrtCellBool, BrtFmlaBool
+            0x0004 | 0x000A => {
+                need(buf.get(8))?;
+            }
+            // BrtCellReal, BrtFmlaNum
+            0x0005 | 0x0009 => {
+                need(buf.get(8..16))?;
+            }
+            // BrtCellSt, BrtFmlaString
+            0x0006 | 0x0008 => {
+                let (size, _) = need(buf.get(8..).and_then(wide_str_len))?;
+                budget.add(size + STRING_HANDLE)?;
+            }
+            // BrtCellIsst
+            0x0007 => {
+                let index = need(u32_at(buf, 8))?;
+                let size = usize::try_from(index).ok().and_then(|i| shared.get(i));
+                budget.add(size.copied().unwrap_or(0))?;
+            }
+            // BrtRowHdr: calamine ends the sheet at a row past Excel's last.
+            0x0000 => {
+                let number = need(u32_at(buf, 0))?;
+                if number > 0x0010_0000 {
+                    return Ok(());
+                }
+                if number != row {
+                    row = number;
+                    row_cells = 0;
+                }
+                continue;
+            }
+            // BrtEndSheetData
+            0x0092 => return Ok(()),
+            _ => continue,
+        }
+        need(buf.get(..4))?;
+        row_cells += 1;
+        if row_cells > XLSB_MAX_ROW_CELLS {
+            return Err(XlsbStop::Refused(damaged(
+                "xlsb",
+                format!(
+                    "row {} of {} holds more than {XLSB_MAX_ROW_CELLS} cells",
+                    row + 1,
+                    part.name
+                ),
+            )));
         }
     }
 }

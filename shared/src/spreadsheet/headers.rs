@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::db::Kind;
+use crate::kind::Kind;
 
 /// A field an import reads. `name()` is the column name in the app's schema and template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -26,7 +26,7 @@ use std::ops::ControlFlow;
 use chrono::NaiveDate;
 use serde::Serialize;
 
-use crate::db::Kind;
+use crate::kind::Kind;
 
 pub use cells::{guard_formula, FORMULA_STARTS};
 pub use headers::{normalize as normalize_header, Column, Field, SYNONYMS};

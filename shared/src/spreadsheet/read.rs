@@ -13,7 +13,7 @@ use super::cells::{clean, unguard_formula, Cell};
 use super::headers::{Field, HeaderMap};
 use super::validate::{OriginalRow, Records, RowValidator};
 use super::{FileError, Format, Limits, ParsedFile, HEADER_SEARCH_ROWS};
-use crate::db::Kind;
+use crate::kind::Kind;
 
 /// The non-blank cells of one row: (0-based column, cell), sorted by column.
 type RowCells<'a> = Vec<(u32, Cell<'a>)>;

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::headers::Field;
 use super::validate::{max_chars, BATCH_YEARS, EARLIEST_BIRTH_DATE, MIN_AGE_YEARS};
-use crate::db::Kind;
+use crate::kind::Kind;
 
 /// Name of the second sheet.
 pub const INSTRUCTIONS_SHEET: &str = "Instructions";

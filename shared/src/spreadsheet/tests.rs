@@ -1789,3 +1789,682 @@ fn ods_tables_are_capped_together() {
         })
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// .xlsb, written record by record: no office suite here writes it.
+// ---------------------------------------------------------------------------------------------
+
+/// One BIFF12 record: its type (7 bits a byte, the high bit saying another byte follows), its
+/// size the same way, then its data.
+fn biff12(kind: u16, data: &[u8]) -> Vec<u8> {
+    assert!(kind < 0x4000, "a record type takes at most two bytes");
+    let mut out = Vec::with_capacity(data.len() + 6);
+    if kind < 0x80 {
+        out.push(kind as u8);
+    } else {
+        out.push((kind & 0x7F) as u8 | 0x80);
+        out.push((kind >> 7) as u8);
+    }
+    let mut size = data.len();
+    assert!(size < 1 << 28, "a record holds at most 2^28 - 1 bytes");
+    loop {
+        let byte = (size & 0x7F) as u8;
+        size >>= 7;
+        if size == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+/// An XLWideString: the count of UTF-16 units, then the units.
+fn wide(text: &str) -> Vec<u8> {
+    let units: Vec<u16> = text.encode_utf16().collect();
+    let mut out = (units.len() as u32).to_le_bytes().to_vec();
+    out.extend(units.iter().flat_map(|u| u.to_le_bytes()));
+    out
+}
+
+fn u32s(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// A cell's value in a hand-written `.xlsb`.
+enum Bin {
+    /// BrtCellIsst: the index of a shared text.
+    Shared(u32),
+    /// BrtCellSt: a text in the cell.
+    Text(&'static str),
+    /// BrtCellRk holding a whole number, with a style.
+    Rk(i32, u32),
+    /// BrtCellReal, with a style.
+    Real(f64, u32),
+}
+
+/// The records of one cell: its column, its style (24 bits) and flags, then its value.
+fn bin_cell(column: u32, value: &Bin) -> Vec<u8> {
+    let head = |style: u32| u32s(&[column, style]);
+    match value {
+        Bin::Shared(index) => biff12(0x0007, &[head(0), index.to_le_bytes().to_vec()].concat()),
+        Bin::Text(text) => biff12(0x0006, &[head(0), wide(text)].concat()),
+        Bin::Rk(number, style) => {
+            // An RK number: the integer shifted left by 2, bit 1 set ("an integer").
+            let rk = ((*number as u32) << 2) | 0x2;
+            biff12(0x0002, &[head(*style), rk.to_le_bytes().to_vec()].concat())
+        }
+        Bin::Real(number, style) => biff12(
+            0x0005,
+            &[head(*style), number.to_le_bytes().to_vec()].concat(),
+        ),
+    }
+}
+
+/// BrtRowHdr: the row (0-based), its style, height (15 points), flags, and one span of
+/// columns.
+fn bin_row(row: u32, last_column: u32) -> Vec<u8> {
+    let mut data = u32s(&[row, 0]);
+    data.extend_from_slice(&300u16.to_le_bytes());
+    data.extend_from_slice(&[0, 0, 0]);
+    data.extend(u32s(&[1, 0, last_column]));
+    biff12(0x0000, &data)
+}
+
+/// `xl/worksheets/sheet1.bin` as Excel lays it out: the sheet's properties, its used area, a
+/// view, the default column format, then `sheet_data` between BrtBeginSheetData and
+/// BrtEndSheetData.
+fn bin_sheet(rows: u32, columns: u32, sheet_data: &[u8]) -> Vec<u8> {
+    [
+        biff12(0x0081, &[]), // BrtBeginSheet
+        // BrtWsProp: flags, tab color, outline, no code name.
+        biff12(
+            0x0093,
+            &hex("c904020040000000000000ffffffffffffffff00000000"),
+        ),
+        // BrtWsDim: first row, last row, first column, last column.
+        biff12(0x0094, &u32s(&[0, rows - 1, 0, columns - 1])),
+        biff12(0x0085, &[]), // BrtBeginWsViews
+        biff12(
+            0x0089,
+            &hex("dc0300000000000000000000000040000000640064000000640000000000"),
+        ),
+        biff12(0x008A, &[]),                              // BrtEndWsView
+        biff12(0x0086, &[]),                              // BrtEndWsViews
+        biff12(0x01E5, &hex("ffffffff08002c0100000000")), // BrtWsFmtInfo
+        biff12(0x0091, &[]),                              // BrtBeginSheetData
+        sheet_data.to_vec(),
+        biff12(0x0092, &[]), // BrtEndSheetData
+        biff12(0x0082, &[]), // BrtEndSheet
+    ]
+    .concat()
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// `xl/workbook.bin`: the workbook's properties, one BrtBundleSh per (relationship id, name),
+/// `names` (the records between the sheets and the calculation properties: BrtExternSheet,
+/// BrtName), the calculation properties.
+fn bin_workbook(sheets: &[(&str, &str)], names: &[u8]) -> Vec<u8> {
+    let mut out = [
+        biff12(0x0083, &[]), // BrtBeginBook
+        // BrtWbProp: flags (not the 1904 epoch), theme version, no code name.
+        biff12(0x0099, &hex("200001000000000000000000")),
+        biff12(0x008F, &[]), // BrtBeginBundleShs
+    ]
+    .concat();
+    for (tab, (id, name)) in sheets.iter().enumerate() {
+        // BrtBundleSh: visible, tab id, relationship id, name.
+        let data = [u32s(&[0, tab as u32 + 1]), wide(id), wide(name)].concat();
+        out.extend(biff12(0x009C, &data));
+    }
+    out.extend(biff12(0x0090, &[])); // BrtEndBundleShs
+    out.extend_from_slice(names);
+    // BrtCalcProp, as Excel writes it.
+    out.extend(biff12(
+        0x009D,
+        &hex("139c02000100000064000000fca9f1d24d62503f040000006a00"),
+    ));
+    out.extend(biff12(0x0084, &[])); // BrtEndBook
+    out
+}
+
+/// BrtXF: parent style, number format, font, fill, border, rotation, indent, flags.
+fn bin_xf(parent: u16, number_format: u16) -> Vec<u8> {
+    let mut data = [parent, number_format, 0, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect::<Vec<u8>>();
+    data.extend_from_slice(&hex("000010100100"));
+    biff12(0x002F, &data)
+}
+
+/// `xl/styles.bin`: one font, the two fills and the border Excel always writes, the Normal
+/// style, and two cell formats: 0 general, 1 a date (built-in number format 14).
+fn bin_styles() -> Vec<u8> {
+    [
+        biff12(0x0116, &[]),             // BrtBeginStyleSheet
+        biff12(0x0263, &u32s(&[1])),     // BrtBeginFonts
+        biff12(
+            0x002B,
+            &hex("dc000000900100000002000007010000000000ff0207000000430061006c006900620072006900"),
+        ),
+        biff12(0x0264, &[]),         // BrtEndFonts
+        biff12(0x025B, &u32s(&[2])), // BrtBeginFills
+        biff12(0x002D, &hex(&format!("0000000003400000000000ff03410000ffffffff{}", "0".repeat(96)))),
+        biff12(0x002D, &hex(&format!("1100000003400000000000ff03410000ffffffff{}", "0".repeat(96)))),
+        biff12(0x025C, &[]),         // BrtEndFills
+        biff12(0x0265, &u32s(&[1])), // BrtBeginBorders
+        biff12(
+            0x002E,
+            &hex("000000010000000000000000000100000000000000000001000000000000000000010000000000000000000100000000000000"),
+        ),
+        biff12(0x0266, &[]),         // BrtEndBorders
+        biff12(0x0272, &u32s(&[1])), // BrtBeginCellStyleXFs
+        bin_xf(0xFFFF, 0),
+        biff12(0x0273, &[]),         // BrtEndCellStyleXFs
+        biff12(0x0269, &u32s(&[2])), // BrtBeginCellXFs
+        bin_xf(0, 0),
+        bin_xf(0, 14),
+        biff12(0x026A, &[]),         // BrtEndCellXFs
+        biff12(0x026B, &u32s(&[1])), // BrtBeginStyles
+        // BrtStyle: cell format 0, built-in style 0 ("Normal").
+        biff12(0x0030, &[hex("00000000010000ff"), wide("Normal")].concat()),
+        biff12(0x026C, &[]), // BrtEndStyles
+        biff12(0x0117, &[]), // BrtEndStyleSheet
+    ]
+    .concat()
+}
+
+/// `xl/sharedStrings.bin`: BrtBeginSst (references, distinct texts), a BrtSSTItem per text.
+fn bin_shared_strings(references: u32, texts: &[&str]) -> Vec<u8> {
+    let mut out = biff12(0x009F, &u32s(&[references, texts.len() as u32]));
+    for text in texts {
+        out.extend(biff12(0x0013, &[vec![0], wide(text)].concat()));
+    }
+    out.extend(biff12(0x00A0, &[])); // BrtEndSst
+    out
+}
+
+const XLSB_CONTENT_TYPES: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="bin" ContentType="application/vnd.ms-excel.sheet.binary.macroEnabled.main"/><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/worksheets/sheet1.bin" ContentType="application/vnd.ms-excel.worksheet"/><Override PartName="/xl/styles.bin" ContentType="application/vnd.ms-excel.styles"/><Override PartName="/xl/sharedStrings.bin" ContentType="application/vnd.ms-excel.sharedStrings"/></Types>"#;
+
+const XLSB_PACKAGE_RELS: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.bin"/></Relationships>"#;
+
+const XLSB_WORKBOOK_RELS: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.bin"/><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.bin"/><Relationship Id="rId3" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.bin"/></Relationships>"#;
+
+/// The parts of a one-sheet `.xlsb`, to be zipped as they are or after a change.
+struct XlsbParts {
+    workbook: Vec<u8>,
+    styles: Vec<u8>,
+    shared_strings: Vec<u8>,
+    sheet: Vec<u8>,
+}
+
+impl XlsbParts {
+    /// A sheet "students": headers from the shared texts, then two students whose values
+    /// take every kind of cell (a shared text, a text in the cell, whole numbers as RK and as
+    /// a double, dates as both with the date format).
+    fn students() -> XlsbParts {
+        let texts = [
+            "registration_no",
+            "full_name",
+            "school",
+            "date_of_birth",
+            "pincode",
+            "School of Law",
+            "Jane Smith",
+        ];
+        let serial = |d: NaiveDate| (d - date(1899, 12, 30)).num_days() as i32;
+        let rows = [
+            (0..5).map(Bin::Shared).collect::<Vec<_>>(),
+            vec![
+                Bin::Rk(2025001, 0),
+                Bin::Text("Asha Verma"),
+                Bin::Shared(5),
+                Bin::Real(f64::from(serial(date(2005, 5, 15))), 1),
+                Bin::Rk(110001, 0),
+            ],
+            vec![
+                Bin::Text("007"),
+                Bin::Shared(6),
+                Bin::Shared(5),
+                Bin::Rk(serial(date(2006, 8, 22)), 1),
+                Bin::Real(110002.0, 0),
+            ],
+        ];
+        let mut sheet_data = Vec::new();
+        for (r, cells) in rows.iter().enumerate() {
+            sheet_data.extend(bin_row(r as u32, 4));
+            for (c, value) in cells.iter().enumerate() {
+                sheet_data.extend(bin_cell(c as u32, value));
+            }
+        }
+        XlsbParts {
+            workbook: bin_workbook(&[("rId1", "students")], &[]),
+            styles: bin_styles(),
+            shared_strings: bin_shared_strings(8, &texts),
+            sheet: bin_sheet(3, 5, &sheet_data),
+        }
+    }
+
+    /// The package, zipped as Excel orders it, stored uncompressed and undated so that the
+    /// same parts always give the same bytes (and a fuzzer's byte edits land in records).
+    fn zip(&self) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .last_modified_time(zip::DateTime::default());
+        for (name, data) in [
+            ("[Content_Types].xml", XLSB_CONTENT_TYPES.as_bytes()),
+            ("_rels/.rels", XLSB_PACKAGE_RELS.as_bytes()),
+            ("xl/workbook.bin", &self.workbook),
+            ("xl/_rels/workbook.bin.rels", XLSB_WORKBOOK_RELS.as_bytes()),
+            ("xl/worksheets/sheet1.bin", &self.sheet),
+            ("xl/styles.bin", &self.styles),
+            ("xl/sharedStrings.bin", &self.shared_strings),
+        ] {
+            writer.start_file(name, options).unwrap();
+            writer.write_all(data).unwrap();
+        }
+        writer.finish().unwrap().into_inner()
+    }
+}
+
+const STUDENTS_XLSB: &[u8] = include_bytes!("fixtures/students.xlsb");
+
+/// `fixtures/students.xlsb` is what `XlsbParts::students` writes (`WRITE_XLSB_FIXTURE=1`
+/// rewrites it), and reads as two students.
+#[test]
+fn xlsb_fixture_is_generated_and_reads_as_students() {
+    let generated = XlsbParts::students().zip();
+    if std::env::var_os("WRITE_XLSB_FIXTURE").is_some() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/spreadsheet/fixtures/students.xlsb"
+        );
+        std::fs::write(path, &generated).unwrap();
+    }
+    assert!(
+        generated == STUDENTS_XLSB,
+        "fixtures/students.xlsb is stale: rerun with WRITE_XLSB_FIXTURE=1"
+    );
+    assert_eq!(
+        guard::inspect(STUDENTS_XLSB, Format::Xlsb, &Limits::default()),
+        Ok(guard::Container::Xlsb)
+    );
+    let parsed = read(STUDENTS_XLSB, Format::Xlsb, Kind::Students).unwrap();
+    assert_eq!(parsed.sheet.as_deref(), Some("students"));
+    assert_eq!(parsed.header_row, 1);
+    assert_eq!(parsed.rows_seen, 2);
+    assert_eq!(errors(&parsed), []);
+    let rows = students(&parsed);
+    assert_eq!(rows.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [2, 3]);
+    let asha = &rows[0].1;
+    assert_eq!(asha.registration_no.as_str(), "2025001");
+    assert_eq!(asha.full_name.as_str(), "Asha Verma");
+    assert_eq!(asha.school, SchoolRef::Name("School of Law".into()));
+    assert_eq!(asha.date_of_birth, date(2005, 5, 15));
+    assert_eq!(asha.pincode.as_str(), "110001");
+    let jane = &rows[1].1;
+    assert_eq!(jane.registration_no.as_str(), "007");
+    assert_eq!(jane.full_name.as_str(), "Jane Smith");
+    assert_eq!(jane.school, SchoolRef::Name("School of Law".into()));
+    assert_eq!(jane.date_of_birth, date(2006, 8, 22));
+    assert_eq!(jane.pincode.as_str(), "110002");
+}
+
+/// `.xlsb` files saved by Excel (from calamine's tests, see `fixtures/README.md`): the guard
+/// walks them through, as calamine does.
+#[test]
+fn xlsb_files_saved_by_excel_pass_the_guard() {
+    for (name, bytes) in [
+        (
+            "excel-any-sheets.xlsb",
+            include_bytes!("fixtures/excel-any-sheets.xlsb").as_slice(),
+        ),
+        (
+            "excel-date.xlsb",
+            include_bytes!("fixtures/excel-date.xlsb").as_slice(),
+        ),
+    ] {
+        assert_eq!(
+            guard::inspect(bytes, Format::Xlsb, &Limits::default()),
+            Ok(guard::Container::Xlsb),
+            "{name}"
+        );
+        let workbook: Result<calamine::Xlsb<_>, _> = calamine::Reader::new(Cursor::new(bytes));
+        assert!(workbook.is_ok(), "{name}");
+    }
+}
+
+fn xlsb_refusal(bytes: &[u8], limits: &Limits) -> FileError {
+    guard::inspect(bytes, Format::Xlsb, limits).unwrap_err()
+}
+
+fn xlsb_damaged(detail: &str) -> FileError {
+    FileError::Damaged {
+        format: "xlsb",
+        detail: detail.to_owned(),
+    }
+}
+
+#[test]
+fn xlsb_records_longer_than_their_part_are_refused() {
+    let limits = Limits::default();
+    // BrtBeginSst declaring 2^28 - 1 bytes: calamine would zero-fill 256 MiB for this 6-byte
+    // part before finding it short.
+    let bytes = zip_of(&[
+        ("xl/workbook.bin", b""),
+        (
+            "xl/sharedStrings.bin",
+            &[0x9F, 0x01, 0xFF, 0xFF, 0xFF, 0x7F],
+        ),
+    ]);
+    assert_eq!(
+        xlsb_refusal(&bytes, &limits),
+        xlsb_damaged("a record declares 268435455 bytes but only 0 remain in xl/sharedStrings.bin")
+    );
+    // In a sheet: a BrtCellReal declaring 1,000 bytes (E8 07), followed by 20 bytes and the
+    // sheet's last two records (3 bytes each).
+    let mut parts = XlsbParts::students();
+    parts.sheet = bin_sheet(
+        1,
+        1,
+        &[bin_row(0, 0), vec![0x05, 0xE8, 0x07], vec![0; 20]].concat(),
+    );
+    assert_eq!(
+        xlsb_refusal(&parts.zip(), &limits),
+        xlsb_damaged("a record declares 1000 bytes but only 26 remain in xl/worksheets/sheet1.bin")
+    );
+    // calamine does not skip the styles records it has no use for: it reads their size and
+    // data as record types. Here BrtBeginStyleSheet holds the type of BrtBeginCellXFs (E9 04)
+    // and a size of 127: record by record the part is sound, read as calamine reads it, it is
+    // not, and calamine fails on it.
+    let mut parts = XlsbParts::students();
+    parts.styles = [biff12(0x0116, &[0xE9, 0x04, 0x7F]), biff12(0x0117, &[])].concat();
+    let bytes = parts.zip();
+    assert_eq!(
+        xlsb_refusal(&bytes, &limits),
+        xlsb_damaged("a record declares 127 bytes but only 3 remain in xl/styles.bin")
+    );
+    let calamine: Result<calamine::Xlsb<_>, _> =
+        calamine::Reader::new(Cursor::new(bytes.as_slice()));
+    assert!(calamine.is_err());
+}
+
+#[test]
+fn xlsb_declared_shared_texts_are_capped() {
+    // calamine reads as many BrtSSTItem as BrtBeginSst declares, two bytes each at least.
+    let mut parts = XlsbParts::students();
+    parts.shared_strings = biff12(0x009F, &u32s(&[5_000_000, 5_000_000]));
+    assert_eq!(
+        xlsb_refusal(&parts.zip(), &Limits::default()),
+        FileError::TooManyTexts {
+            declared: 5_000_000,
+            max: 4_000_000
+        }
+    );
+    parts.shared_strings = biff12(0x009F, &u32s(&[4_000_000, 4_000_000]));
+    assert_eq!(
+        guard::inspect(&parts.zip(), Format::Xlsb, &Limits::default()),
+        Ok(guard::Container::Xlsb)
+    );
+}
+
+/// The texts calamine reads from the cells of the first sheet.
+fn calamine_xlsb_texts(bytes: &[u8]) -> Vec<((u32, u32), String)> {
+    let mut workbook: calamine::Xlsb<_> = calamine::Reader::new(Cursor::new(bytes)).unwrap();
+    let name = calamine::Reader::sheet_names(&workbook)[0].clone();
+    let mut cells = workbook.worksheet_cells_reader(&name).unwrap();
+    let mut texts = Vec::new();
+    while let Some(cell) = cells.next_cell().unwrap() {
+        if let calamine::DataRef::String(text) = cell.get_value() {
+            texts.push((cell.get_position(), text.clone()));
+        }
+    }
+    texts
+}
+
+#[test]
+fn xlsb_texts_calamine_reads_again_from_its_buffer_are_counted() {
+    // A BrtCellSt holding no text after one holding some: calamine reads the text from its
+    // buffer, which still holds the earlier record.
+    let mut parts = XlsbParts::students();
+    let bare_text_cell = |column: u32| biff12(0x0006, &u32s(&[column, 0]));
+    parts.sheet = bin_sheet(
+        1,
+        2,
+        &[
+            bin_row(0, 1),
+            bin_cell(0, &Bin::Text("a text")),
+            bare_text_cell(1),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        calamine_xlsb_texts(&parts.zip()),
+        [((0, 0), "a text".to_owned()), ((0, 1), "a text".to_owned())]
+    );
+    // A 100,000-character text, then ten 10-byte records making a copy each: 1.1 MB.
+    let limits = Limits {
+        max_unpacked_bytes: MIB,
+        ..Limits::default()
+    };
+    let long: &'static str = Box::leak("x".repeat(100_000).into_boxed_str());
+    let sheet = |copies: u32| {
+        let mut data = [bin_row(0, 0), bin_cell(0, &Bin::Text(long))].concat();
+        for _ in 0..copies {
+            data.extend(bare_text_cell(0));
+        }
+        bin_sheet(1, 1, &data)
+    };
+    parts.sheet = sheet(9);
+    assert_eq!(
+        guard::inspect(&parts.zip(), Format::Xlsb, &limits),
+        Ok(guard::Container::Xlsb)
+    );
+    parts.sheet = sheet(10);
+    let error = xlsb_refusal(&parts.zip(), &limits);
+    assert!(
+        matches!(error, FileError::TooLargeUnpacked { max, .. } if max == MIB),
+        "{error:?}"
+    );
+    // The same with shared texts: BrtSSTItem of a flags byte only.
+    let mut parts = XlsbParts::students();
+    let mut shared = biff12(0x009F, &u32s(&[11, 11]));
+    shared.extend(biff12(0x0013, &[vec![0], wide(long)].concat()));
+    for _ in 0..10 {
+        shared.extend(biff12(0x0013, &[0]));
+    }
+    parts.shared_strings = shared;
+    let error = xlsb_refusal(&parts.zip(), &limits);
+    assert!(
+        matches!(error, FileError::TooLargeUnpacked { max, .. } if max == MIB),
+        "{error:?}"
+    );
+}
+
+/// BrtName: flags, shortcut key, sheet (none), the name, then its formula (and no extra
+/// formula data).
+fn bin_name(name: &str, rgce: &[u8]) -> Vec<u8> {
+    let data = [
+        vec![0; 5],
+        u32s(&[0xFFFF_FFFF]),
+        wide(name),
+        u32s(&[rgce.len() as u32]),
+        rgce.to_vec(),
+        u32s(&[0]),
+    ]
+    .concat();
+    biff12(0x0027, &data)
+}
+
+#[test]
+fn xlsb_defined_names_are_measured_as_calamine_builds_them() {
+    let workbook_with = |names: &[u8]| {
+        let mut parts = XlsbParts::students();
+        parts.workbook = bin_workbook(&[("rId1", "students")], names);
+        parts.zip()
+    };
+    // PtgMemFunc around PtgMemFunc ...: calamine parses each level with a call of its own.
+    let nested = |levels: usize| {
+        let mut rgce = Vec::new();
+        for _ in 0..levels {
+            let len = (rgce.len() as u16).to_le_bytes();
+            rgce = [vec![0x29, len[0], len[1]], rgce].concat();
+        }
+        bin_name("Deep", &rgce)
+    };
+    let bytes = workbook_with(&nested(32));
+    assert_eq!(
+        guard::inspect(&bytes, Format::Xlsb, &Limits::default()),
+        Ok(guard::Container::Xlsb)
+    );
+    let calamine: Result<calamine::Xlsb<_>, _> =
+        calamine::Reader::new(Cursor::new(bytes.as_slice()));
+    assert!(calamine.is_ok());
+    assert_eq!(
+        xlsb_refusal(&workbook_with(&nested(33)), &Limits::default()),
+        xlsb_damaged("a defined name's formula nests more than 32 levels deep")
+    );
+
+    let limits = Limits {
+        max_unpacked_bytes: MIB,
+        ..Limits::default()
+    };
+    // A 10,000-character name, and a formula joining it to itself 150 times (PtgName, then
+    // PtgName and PtgConcat): 1.5 MB of text from 900 bytes.
+    let long = "N".repeat(10_000);
+    let mut rgce = vec![0x23, 1, 0, 0, 0];
+    for _ in 1..150 {
+        rgce.extend_from_slice(&[0x23, 1, 0, 0, 0, 0x08]);
+    }
+    let names = [bin_name(&long, &[0x1D, 1]), bin_name("Joined", &rgce)].concat();
+    let error = xlsb_refusal(&workbook_with(&names), &limits);
+    assert!(
+        matches!(error, FileError::TooLargeUnpacked { max, .. } if max == MIB),
+        "{error:?}"
+    );
+    // BrtExternSheet: 2,000 references to a sheet with a 1,000-character name, each kept as
+    // a copy of the name.
+    let mut parts = XlsbParts::students();
+    let sheet_name = "S".repeat(1_000);
+    let mut externs = u32s(&[2_000]);
+    for _ in 0..2_000 {
+        externs.extend(u32s(&[0, 0, 0]));
+    }
+    parts.workbook = bin_workbook(&[("rId1", &sheet_name)], &biff12(0x016A, &externs));
+    let error = xlsb_refusal(&parts.zip(), &limits);
+    assert!(
+        matches!(error, FileError::TooLargeUnpacked { max, .. } if max == MIB),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn xlsb_rows_hold_no_more_cells_than_a_sheet_has_columns() {
+    // A BrtCellBool, then 2-byte records reading it again from calamine's buffer: each a
+    // cell of row 1, which our reader keeps until the row ends.
+    let sheet = |cells: usize| {
+        let mut data = [
+            bin_row(0, 0),
+            biff12(0x0004, &[u32s(&[0, 0]), vec![1]].concat()),
+        ]
+        .concat();
+        for _ in 1..cells {
+            data.extend(biff12(0x0004, &[]));
+        }
+        bin_sheet(1, 1, &data)
+    };
+    let mut parts = XlsbParts::students();
+    parts.sheet = sheet(16_384);
+    assert_eq!(
+        guard::inspect(&parts.zip(), Format::Xlsb, &Limits::default()),
+        Ok(guard::Container::Xlsb)
+    );
+    parts.sheet = sheet(16_385);
+    assert_eq!(
+        xlsb_refusal(&parts.zip(), &Limits::default()),
+        xlsb_damaged("row 1 of xl/worksheets/sheet1.bin holds more than 16384 cells")
+    );
+}
+
+#[test]
+fn xlsb_sheets_sharing_a_part_count_it_each_time() {
+    // Eleven sheets, all the same 100 KB part: our reader may read it eleven times.
+    let limits = Limits {
+        max_unpacked_bytes: MIB,
+        ..Limits::default()
+    };
+    let mut parts = XlsbParts::students();
+    let long: &'static str = Box::leak("x".repeat(50_000).into_boxed_str());
+    parts.sheet = bin_sheet(
+        1,
+        1,
+        &[bin_row(0, 0), bin_cell(0, &Bin::Text(long))].concat(),
+    );
+    let names: Vec<String> = (0..11).map(|i| format!("Sheet{i}")).collect();
+    let sheets: Vec<(&str, &str)> = names.iter().map(|n| ("rId1", n.as_str())).collect();
+    parts.workbook = bin_workbook(&sheets, &[]);
+    assert_eq!(
+        xlsb_refusal(&parts.zip(), &limits),
+        FileError::TooLargeUnpacked {
+            size: 11 * parts.sheet.len() as u64,
+            max: MIB
+        }
+    );
+    parts.workbook = bin_workbook(&sheets[..10], &[]);
+    assert_eq!(
+        guard::inspect(&parts.zip(), Format::Xlsb, &limits),
+        Ok(guard::Container::Xlsb)
+    );
+}
+
+#[test]
+fn xlsb_texts_are_decoded_as_calamine_decodes_them() {
+    let utf16le = |text: &str| text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("UTF-16LE", utf16le("Asha Verma, नई दिल्ली 😀")),
+        (
+            "a UTF-16LE byte order mark",
+            [vec![0xFF, 0xFE], utf16le("abc")].concat(),
+        ),
+        (
+            "a UTF-16BE byte order mark",
+            [0xFE, 0xFF, 0x00, 0x61, 0x09, 0x28].to_vec(),
+        ),
+        (
+            "a UTF-8 byte order mark, then bytes that are not UTF-8",
+            [
+                0xEF, 0xBB, 0xBF, b'a', 0xE0, 0x80, 0xFF, b'b', 0xF0, 0x9F, 0x98,
+            ]
+            .to_vec(),
+        ),
+        (
+            "lone surrogates",
+            [0x00, 0xD8, 0x61, 0x00, 0x00, 0xDC].to_vec(),
+        ),
+    ];
+    for (case, raw) in cases {
+        let mut parts = XlsbParts::students();
+        let mut data = u32s(&[0, 0, (raw.len() / 2) as u32]);
+        data.extend_from_slice(&raw);
+        parts.sheet = bin_sheet(1, 1, &[bin_row(0, 0), biff12(0x0006, &data)].concat());
+        let texts = calamine_xlsb_texts(&parts.zip());
+        assert_eq!(
+            texts[0].1.len() as u64,
+            guard::xlsb_decoded_len(&raw),
+            "{case}: {:?}",
+            texts[0].1
+        );
+    }
+}

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::cells::{clean, parse_date_text, quote, Cell};
 use super::headers::{Column, Field, HeaderMap};
-use crate::db::Kind;
+use crate::kind::Kind;
 
 /// Youngest age a student may have on the day of the import (the app's rule).
 pub const MIN_AGE_YEARS: i32 = 15;

@@ -11,7 +11,8 @@ use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 use secrecy::SecretString;
 use shared::cache::{Cache, CacheSettings};
 use shared::config::Config;
-use shared::db::{Database, DatabaseSettings, Kind};
+use shared::db::{Database, DatabaseSettings};
+use shared::kind::Kind;
 use shared::import::event::ImportTarget;
 use shared::import::Importer;
 use shared::spreadsheet::{self, Records};
@@ -298,7 +299,9 @@ pub async fn child(args: &[String]) -> Result<(), Failure> {
         db: &db,
         cache: &cache,
         storage: &storage,
-        config: &config,
+        settings: &config.import,
+        qr: &config.qr,
+        jwt_secret: config.jwt_secret()?,
     };
     let target = ImportTarget {
         bucket: bucket.clone(),
