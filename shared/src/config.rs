@@ -13,7 +13,6 @@ use crate::import::{ImportSettings, PasswordPolicy};
 use crate::qr::{Ecc, QrSettings};
 use crate::storage::S3Settings;
 
-
 /// Everything the functions read from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {

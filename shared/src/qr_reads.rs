@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::cache::Cache;
 use crate::db::Database;
-use crate::kind::Kind;
 use crate::error::Error;
+use crate::kind::Kind;
 use crate::qr::{self, QrSettings, DATA_URL_PREFIX};
 
 /// Where an image came from.

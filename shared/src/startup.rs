@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::error::ConfigError;
 use crate::db::Database;
+use crate::error::ConfigError;
 use crate::telemetry::{self, LogFormat};
 
 /// Settings only some functions need.

@@ -14,8 +14,8 @@ use tokio_postgres::Row;
 
 use crate::cache::Cache;
 use crate::db::{self, Database, RowFilter, Shard};
-use crate::kind::Kind;
 use crate::error::Error;
+use crate::kind::Kind;
 use crate::qr::{self, QrSettings, RenderTimings};
 
 /// Rows per Redis round trip and per parallel render.

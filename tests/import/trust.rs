@@ -458,6 +458,27 @@ async fn control_characters_and_values_only_postgres_refuses_reject_their_row_on
         report.rejected
     );
     assert_eq!(world.count("SELECT count(*) FROM students").await, 2);
+    // Both come back with their cells: the one the reader refused as it read it (NUL, which no
+    // store can hold, shown as U+FFFD), the one the database refused read again from the file.
+    let lines: Vec<(u32, Vec<&str>)> = report
+        .rejected_file
+        .rows
+        .iter()
+        .map(|line| (line.row, line.cells.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                3,
+                vec!["2024002", "Nul\u{FFFD}Name", CIVIL, "2004-03-09", "110001"]
+            ),
+            (
+                4,
+                vec!["2024003", "Refused Here", CIVIL, "2004-03-09", "110001"]
+            ),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -32,11 +32,10 @@ use uuid::Uuid;
 
 use super::options::{BlankCells, ImportOptions};
 use super::PasswordPolicy;
-use crate::kind::Kind;
 use crate::error::Error;
+use crate::kind::Kind;
 use crate::spreadsheet::{
-    EventRef, Field, Optional, OriginalRow, Records, RowError, SchoolRef, StallRecord,
-    StudentRecord,
+    EventRef, Field, Optional, Records, RowError, SchoolRef, StallRecord, StudentRecord,
 };
 use crate::token;
 
@@ -78,7 +77,6 @@ pub struct Loaded {
     /// Rows refused against the database (unknown school or event, a record that is someone
     /// else's, a value the database refuses).
     pub rejected: Vec<RowError>,
-    pub rejected_originals: HashMap<u32, OriginalRow>,
     /// Ids of the inserted and updated rows, whose QR images are cached next.
     pub touched: Vec<Uuid>,
 }
@@ -589,7 +587,6 @@ struct Planned<C> {
     key: String,
     columns: C,
     existing: Option<Uuid>,
-    original: OriginalRow,
     /// A new student's QR token, when the reader signed it.
     token: Option<String>,
 }
@@ -678,14 +675,13 @@ impl<'a> Loader<'a> {
         self.loaded
     }
 
-    fn reject(&mut self, row: u32, field: Field, reason: String, original: OriginalRow) {
+    fn reject(&mut self, row: u32, field: Field, reason: String) {
         self.loaded.rejected.push(RowError {
             row,
             column: Arc::from(field.name()),
             field,
             reason: reason.into(),
         });
-        self.loaded.rejected_originals.insert(row, original);
     }
 
     /// Reads the stored columns of the existing rows among `keys` (locking them when writing).
@@ -753,7 +749,7 @@ impl<'a> Loader<'a> {
             self.loaded
                 .actions
                 .retain(|(r, a)| !(*r == row.row && *a == action));
-            self.reject(row.row, field, reason, row.original.clone());
+            self.reject(row.row, field, reason);
         }
     }
 
@@ -769,13 +765,13 @@ impl<'a> Loader<'a> {
             let key = record.registration_no.as_str();
             if let Some(twin) = self.existing.case_twin(key) {
                 let reason = format!("differs only in letter case from the existing student {twin}: the app would keep both, and students type their number at login");
-                self.reject(row, Field::RegistrationNo, reason, record.original);
+                self.reject(row, Field::RegistrationNo, reason);
                 continue;
             }
             let school = match schools.resolve(&self.existing, &record.school) {
                 Ok(school) => school,
                 Err(reason) => {
-                    self.reject(row, Field::School, reason, record.original);
+                    self.reject(row, Field::School, reason);
                     continue;
                 }
             };
@@ -788,7 +784,7 @@ impl<'a> Loader<'a> {
             {
                 if owner != key {
                     let reason = format!("already belongs to student {owner}");
-                    self.reject(row, Field::Email, reason, record.original);
+                    self.reject(row, Field::Email, reason);
                     continue;
                 }
             }
@@ -868,7 +864,6 @@ impl<'a> Loader<'a> {
                 key,
                 columns,
                 existing,
-                original: record.original,
                 token,
             });
         }
@@ -962,20 +957,20 @@ impl<'a> Loader<'a> {
             let key = record.stall_number.as_str();
             if let Some(twin) = self.existing.case_twin(key) {
                 let reason = format!("differs only in letter case from the existing stall {twin}: the app would keep both");
-                self.reject(row, Field::StallNumber, reason, record.original);
+                self.reject(row, Field::StallNumber, reason);
                 continue;
             }
             let school = match schools.resolve(&self.existing, &record.school) {
                 Ok(school) => school,
                 Err(reason) => {
-                    self.reject(row, Field::School, reason, record.original);
+                    self.reject(row, Field::School, reason);
                     continue;
                 }
             };
             let event = match record.event.value().map(|e| self.existing.event(e)) {
                 Some(Ok(event)) => Some(event),
                 Some(Err(reason)) => {
-                    self.reject(row, Field::Event, reason, record.original);
+                    self.reject(row, Field::Event, reason);
                     continue;
                 }
                 None => None,
@@ -1014,7 +1009,7 @@ impl<'a> Loader<'a> {
             let event_id = event.or(base.event_id).or(upload_event);
             let Some(event_id) = event_id else {
                 let reason = "no event: add an event column or choose the upload's event; the app cannot scan a stall that belongs to no event".to_owned();
-                self.reject(row, Field::Event, reason, record.original);
+                self.reject(row, Field::Event, reason);
                 continue;
             };
             let columns = StallColumns {
@@ -1039,7 +1034,6 @@ impl<'a> Loader<'a> {
                 key,
                 columns,
                 existing,
-                original: record.original,
                 token: None,
             });
         }

@@ -18,10 +18,9 @@ use uuid::Uuid;
 
 use crate::cache::Cache;
 use crate::db::{self, Database, RowFilter};
-use crate::qr::QrSettings;
-use secrecy::SecretString;
-use crate::kind::Kind;
 use crate::error::Error;
+use crate::kind::Kind;
+use crate::qr::QrSettings;
 use crate::spreadsheet::{self, Limits, ParsedFile, Records};
 use crate::storage::{Storage, StorageError};
 use crate::warm::{self, WarmRequest};
@@ -31,6 +30,7 @@ pub use load::{Action, Change, UpdatedRow};
 use load::{Chunk, Loaded, Loader, Mode};
 pub use options::{BlankCells, ImportOptions};
 use report::{RejectedFile, RejectedRow};
+use secrecy::SecretString;
 
 /// The password a new student gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,6 +339,10 @@ struct Processed {
     parsed: ParsedFile,
     loaded: Loaded,
     parse_ms: f64,
+    /// The file, kept to read again the cells of rows the database refused.
+    bytes: Vec<u8>,
+    format: spreadsheet::Format,
+    kind: Kind,
 }
 
 /// `work`, refused as too slow when it is not done by `deadline` (or the deadline has passed).
@@ -391,14 +395,38 @@ fn tally(parsed: &ParsedFile, loaded: &Loaded) -> (Counts, ImportStatus, Option<
     (counts, status, error)
 }
 
-/// Every problem of the file's and the load's rejected rows, in row order.
-fn all_rejected(parsed: &mut ParsedFile, loaded: &mut Loaded) -> Vec<spreadsheet::RowError> {
+/// Every problem of the file's and the load's rejected rows, in row order, and the cells of
+/// every rejected row: those the reader refused it kept as it read them; those refused later
+/// (by the database) are read again from the file, which costs a second read only then.
+async fn all_rejected(processed: &mut Processed, limits: &Limits) -> Vec<spreadsheet::RowError> {
+    let Processed { parsed, loaded, .. } = processed;
     let mut rejected = std::mem::take(&mut parsed.rejected);
     rejected.append(&mut loaded.rejected);
     rejected.sort_by_key(|e| e.row);
-    parsed
-        .rejected_originals
-        .extend(loaded.rejected_originals.drain());
+    let missing: std::collections::HashSet<u32> = rejected
+        .iter()
+        .map(|e| e.row)
+        .filter(|row| !parsed.rejected_originals.contains_key(row))
+        .collect();
+    if missing.is_empty() {
+        return rejected;
+    }
+    let bytes = std::mem::take(&mut processed.bytes);
+    let (format, kind, limits) = (processed.format, processed.kind, limits.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        spreadsheet::original_rows(&bytes, format, kind, &limits, &missing)
+    })
+    .await;
+    match read {
+        Ok(Ok(originals)) => processed.parsed.rejected_originals.extend(originals),
+        // The rows are still listed with their reasons, without their cells.
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error, "the rejected rows' cells could not be read again")
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "the rejected rows' cells could not be read again")
+        }
+    }
     rejected
 }
 
@@ -514,11 +542,7 @@ impl Importer<'_> {
             Box::pin(self.process(&client, target, Mode::Preview, options)).await
         })
         .await;
-        let Processed {
-            mut parsed,
-            mut loaded,
-            ..
-        } = match processed {
+        let mut processed = match processed {
             Ok(processed) => processed,
             Err(Halt::Refused(reason)) => {
                 dry.error = Some(reason);
@@ -527,8 +551,9 @@ impl Importer<'_> {
             Err(Halt::Failed(error)) => return Err(error),
             Err(Halt::Busy) => return Err(Error::Failed("a dry run claims nothing".into())),
         };
-        let (counts, status, error) = tally(&parsed, &loaded);
-        let rejected = all_rejected(&mut parsed, &mut loaded);
+        let (counts, status, error) = tally(&processed.parsed, &processed.loaded);
+        let rejected = all_rejected(&mut processed, &self.settings.limits).await;
+        let Processed { parsed, loaded, .. } = processed;
         dry.sheet = parsed.sheet.clone();
         dry.header_row = Some(parsed.header_row);
         dry.ignored_columns = parsed.ignored_columns.clone();
@@ -662,13 +687,13 @@ impl Importer<'_> {
                     }
                 },
             );
-            (parsed, ms(started))
+            (parsed, ms(started), bytes)
         });
         let time_limit = settings.time_limit;
         while let Some(chunk) = within(deadline, time_limit, chunks.recv()).await? {
             loader.load(chunk).await?;
         }
-        let (parsed, parse_ms) =
+        let (parsed, parse_ms, bytes) =
             within(deadline, time_limit, &mut reading)
                 .await?
                 .map_err(|_| {
@@ -683,6 +708,9 @@ impl Importer<'_> {
             parsed,
             loaded: loader.finish(),
             parse_ms,
+            bytes,
+            format,
+            kind,
         })
     }
 
@@ -721,15 +749,16 @@ impl Importer<'_> {
         ))
         .await;
         let (counts, status, error, touched) = match processed {
-            Ok(Processed {
-                mut parsed,
-                mut loaded,
-                parse_ms,
-            }) => {
-                report.timings.parse_ms = parse_ms;
-                report.timings.load_ms = ms(started) - parse_ms;
-                let (counts, status, error) = tally(&parsed, &loaded);
-                let rejected = all_rejected(&mut parsed, &mut loaded);
+            Ok(mut processed) => {
+                report.timings.parse_ms = processed.parse_ms;
+                report.timings.load_ms = ms(started) - processed.parse_ms;
+                let (counts, status, error) = tally(&processed.parsed, &processed.loaded);
+                let rejected = all_rejected(&mut processed, &self.settings.limits).await;
+                let Processed {
+                    mut parsed,
+                    mut loaded,
+                    ..
+                } = processed;
                 report.sheet = parsed.sheet.take();
                 report.header_row = Some(parsed.header_row);
                 report.ignored_columns = std::mem::take(&mut parsed.ignored_columns);

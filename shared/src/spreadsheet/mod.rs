@@ -344,6 +344,7 @@ pub fn stream_records(
         today,
         chunk_rows: chunk_rows.max(1),
         sink,
+        capture: None,
     };
     read::with_panic_guard(format, || match guard::inspect(bytes, format, limits)? {
         guard::Container::Xlsx(format) => job.xlsx(bytes, format),
@@ -352,6 +353,33 @@ pub fn stream_records(
         guard::Container::Xls => job.xls(bytes),
         guard::Container::Text => job.csv(bytes),
     })
+}
+
+/// The cells of `rows` of a file as uploaded, for rows refused after they were read (by the
+/// database): the file is read again, those rows kept and nothing validated.
+pub fn original_rows(
+    bytes: &[u8],
+    format: Format,
+    kind: Kind,
+    limits: &Limits,
+    rows: &std::collections::HashSet<u32>,
+) -> Result<HashMap<u32, OriginalRow>, FileError> {
+    let mut job = read::Job {
+        kind,
+        limits,
+        today: NaiveDate::MIN,
+        chunk_rows: usize::MAX,
+        sink: &mut |_| ControlFlow::Continue(()),
+        capture: Some(rows),
+    };
+    read::with_panic_guard(format, || match guard::inspect(bytes, format, limits)? {
+        guard::Container::Xlsx(format) => job.xlsx(bytes, format),
+        guard::Container::Xlsb => job.xlsb(bytes),
+        guard::Container::Ods => job.ods(bytes),
+        guard::Container::Xls => job.xls(bytes),
+        guard::Container::Text => job.csv(bytes),
+    })
+    .map(|parsed| parsed.rejected_originals)
 }
 
 #[cfg(test)]

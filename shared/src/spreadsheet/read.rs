@@ -35,6 +35,9 @@ pub struct Job<'a> {
     pub chunk_rows: usize,
     /// Takes each chunk; `Break` stops the read (the loading side has given up).
     pub sink: &'a mut dyn FnMut(Records) -> ControlFlow<()>,
+    /// When set, only these rows' cells are kept (as rejected originals) and nothing is
+    /// validated: the second look at a file whose rows the database refused.
+    pub capture: Option<&'a std::collections::HashSet<u32>>,
 }
 
 /// The header row that came closest on sheets without the required headers, for the error.
@@ -234,6 +237,12 @@ impl Job<'_> {
         let mut validator = RowValidator::new(self.kind, map, self.today);
         let mut rows_seen: u32 = 0;
         while let Some(row) = rows.next_row(&mut cells)? {
+            if let Some(capture) = self.capture {
+                if capture.contains(&row) {
+                    validator.keep_original(row, &cells);
+                }
+                continue;
+            }
             if validator.is_blank(&cells) {
                 continue;
             }

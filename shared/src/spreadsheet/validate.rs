@@ -109,6 +109,14 @@ impl Optional<String> {
 #[serde(transparent)]
 pub struct OriginalRow(Box<str>);
 
+/// Text kept of one original cell: a hostile file's long cell repeated down a sheet must not
+/// be copied into every rejected row in full.
+const ORIGINAL_CELL_CHARS: usize = 2_000;
+
+/// Bytes of original cells kept for one file's rejected rows; rows past it are listed with their
+/// reasons but without their cells.
+const ORIGINALS_BUDGET: usize = 32 * 1024 * 1024;
+
 /// Separates the cells of an `OriginalRow`; a cell holding it gets a space instead.
 const CELL_SEPARATOR: char = '\u{1f}';
 
@@ -129,6 +137,7 @@ impl OriginalRow {
             text.extend(
                 value
                     .chars()
+                    .take(ORIGINAL_CELL_CHARS)
                     // NUL cannot be stored anywhere (Postgres text and JSON refuse it).
                     .map(|c| match c {
                         CELL_SEPARATOR => ' ',
@@ -369,7 +378,6 @@ pub struct StudentRecord {
     pub address: Optional<String>,
     pub program_name: Optional<String>,
     pub batch: Optional<i32>,
-    pub original: OriginalRow,
 }
 
 /// A valid stalls row.
@@ -381,7 +389,6 @@ pub struct StallRecord {
     pub description: Optional<String>,
     pub location: Optional<String>,
     pub event: Optional<EventRef>,
-    pub original: OriginalRow,
 }
 
 /// The valid rows of a file, each with its sheet row number.
@@ -541,6 +548,7 @@ pub struct RowValidator {
     pub rejected: Vec<RowError>,
     /// The cells of each rejected row, by row number.
     pub rejected_originals: HashMap<u32, OriginalRow>,
+    original_bytes: usize,
 }
 
 /// A row's value for one field: the cell, its text, and the header it came from.
@@ -575,6 +583,7 @@ impl RowValidator {
             records: Records::new(kind),
             rejected: Vec::new(),
             rejected_originals: HashMap::new(),
+            original_bytes: 0,
         }
     }
 
@@ -609,8 +618,7 @@ impl RowValidator {
             }
         }
         if !errors.is_empty() {
-            self.rejected_originals
-                .insert(row, OriginalRow::from_cells(cells));
+            self.keep_original(row, cells);
         }
         self.rejected.extend(errors);
     }
@@ -692,6 +700,16 @@ impl RowValidator {
                 None
             }
         }
+    }
+
+    /// Keeps a rejected row's cells for the rejected-rows file, within the file's budget.
+    pub fn keep_original(&mut self, row: u32, cells: &[(u32, Cell<'_>)]) {
+        if self.original_bytes >= ORIGINALS_BUDGET {
+            return;
+        }
+        let original = OriginalRow::from_cells(cells);
+        self.original_bytes += original.0.len();
+        self.rejected_originals.insert(row, original);
     }
 
     /// Reads an optional `field`: not in the file, blank, or its parsed value.
@@ -796,7 +814,6 @@ impl RowValidator {
             address,
             program_name,
             batch,
-            original: OriginalRow::from_cells(cells),
         })
     }
 
@@ -843,7 +860,6 @@ impl RowValidator {
             description,
             location,
             event,
-            original: OriginalRow::from_cells(cells),
         })
     }
 }

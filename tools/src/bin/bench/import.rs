@@ -12,9 +12,9 @@ use secrecy::SecretString;
 use shared::cache::{Cache, CacheSettings};
 use shared::config::Config;
 use shared::db::{Database, DatabaseSettings};
-use shared::kind::Kind;
 use shared::import::event::ImportTarget;
 use shared::import::Importer;
+use shared::kind::Kind;
 use shared::spreadsheet::{self, Records};
 use shared::storage::Storage;
 
