@@ -591,6 +591,25 @@ struct Planned<C> {
     token: Option<String>,
 }
 
+/// Adds one accepted row to the plan: an insert, or for an existing row an update listing its
+/// changes, or unchanged.
+fn plan_row<C>(
+    planned: &mut Vec<Planned<C>>,
+    changed: &mut Vec<(usize, Vec<Change>)>,
+    mut row: Planned<C>,
+    old: Option<&(Uuid, C)>,
+    changes: impl FnOnce(&C, &C) -> Vec<Change>,
+) {
+    if let Some((id, old)) = old {
+        row.existing = Some(*id);
+        let changes = changes(old, &row.columns);
+        if !changes.is_empty() {
+            changed.push((planned.len(), changes));
+        }
+    }
+    planned.push(row);
+}
+
 /// Loads (or previews) one import's valid rows, chunk by chunk, in the caller's transaction.
 pub struct Loader<'a> {
     client: &'a Client,
@@ -849,22 +868,15 @@ impl<'a> Loader<'a> {
                 ),
                 batch: merged(record.batch, base.and_then(|c| c.batch.as_ref()), blanks),
             };
-            let existing = match old {
-                Some((id, old)) => {
-                    let changes = student_changes(old, &columns, &self.existing);
-                    if !changes.is_empty() {
-                        changed.push((planned.len(), changes));
-                    }
-                    Some(*id)
-                }
-                None => None,
-            };
-            planned.push(Planned {
+            let planned_row = Planned {
                 row,
                 key,
                 columns,
-                existing,
+                existing: None,
                 token,
+            };
+            plan_row(&mut planned, &mut changed, planned_row, old, |old, new| {
+                student_changes(old, new, &self.existing)
             });
         }
         self.record_plan(&planned, &changed);
@@ -1019,22 +1031,15 @@ impl<'a> Loader<'a> {
                 location: merged(record.location, base.location.as_ref(), blanks),
                 event_id: Some(event_id),
             };
-            let existing = match old {
-                Some((id, old)) => {
-                    let changes = stall_changes(old, &columns, &self.existing);
-                    if !changes.is_empty() {
-                        changed.push((planned.len(), changes));
-                    }
-                    Some(*id)
-                }
-                None => None,
-            };
-            planned.push(Planned {
+            let planned_row = Planned {
                 row,
                 key,
                 columns,
-                existing,
+                existing: None,
                 token: None,
+            };
+            plan_row(&mut planned, &mut changed, planned_row, old, |old, new| {
+                stall_changes(old, new, &self.existing)
             });
         }
         self.record_plan(&planned, &changed);

@@ -338,7 +338,7 @@ pub fn stream_records(
             max: limits.max_bytes,
         });
     }
-    let mut job = read::Job {
+    let job = read::Job {
         kind,
         limits,
         today,
@@ -346,12 +346,19 @@ pub fn stream_records(
         sink,
         capture: None,
     };
-    read::with_panic_guard(format, || match guard::inspect(bytes, format, limits)? {
-        guard::Container::Xlsx(format) => job.xlsx(bytes, format),
-        guard::Container::Xlsb => job.xlsb(bytes),
-        guard::Container::Ods => job.ods(bytes),
-        guard::Container::Xls => job.xls(bytes),
-        guard::Container::Text => job.csv(bytes),
+    run(job, bytes, format)
+}
+
+/// Reads `bytes` with `job`, once the guard has measured them, by what they turn out to be.
+fn run(mut job: read::Job<'_>, bytes: &[u8], format: Format) -> Result<ParsedFile, FileError> {
+    read::with_panic_guard(format, || {
+        match guard::inspect(bytes, format, job.limits)? {
+            guard::Container::Xlsx(format) => job.xlsx(bytes, format),
+            guard::Container::Xlsb => job.xlsb(bytes),
+            guard::Container::Ods => job.ods(bytes),
+            guard::Container::Xls => job.xls(bytes),
+            guard::Container::Text => job.csv(bytes),
+        }
     })
 }
 
@@ -364,7 +371,7 @@ pub fn original_rows(
     limits: &Limits,
     rows: &std::collections::HashSet<u32>,
 ) -> Result<HashMap<u32, OriginalRow>, FileError> {
-    let mut job = read::Job {
+    let job = read::Job {
         kind,
         limits,
         today: NaiveDate::MIN,
@@ -372,14 +379,7 @@ pub fn original_rows(
         sink: &mut |_| ControlFlow::Continue(()),
         capture: Some(rows),
     };
-    read::with_panic_guard(format, || match guard::inspect(bytes, format, limits)? {
-        guard::Container::Xlsx(format) => job.xlsx(bytes, format),
-        guard::Container::Xlsb => job.xlsb(bytes),
-        guard::Container::Ods => job.ods(bytes),
-        guard::Container::Xls => job.xls(bytes),
-        guard::Container::Text => job.csv(bytes),
-    })
-    .map(|parsed| parsed.rejected_originals)
+    run(job, bytes, format).map(|parsed| parsed.rejected_originals)
 }
 
 #[cfg(test)]

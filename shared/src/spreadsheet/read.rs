@@ -394,6 +394,12 @@ where
                 ));
             }
             cells.push((column, cell));
+            // A row holds at most `max_columns` distinct cells; more are repeats of a cell (a
+            // crafted sheet can list one cell a million times), so they are folded as they come.
+            if cells.len() >= 2 * self.limits.max_columns as usize {
+                cells.sort_by_key(|(column, _)| *column);
+                cells.dedup_by_key(|(column, _)| *column);
+            }
         }
         Ok(current.map(|row| {
             // Files list a row's cells in order; only an odd writer needs the sort.

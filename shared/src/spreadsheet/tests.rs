@@ -841,6 +841,27 @@ fn date_cells_in_the_1904_epoch() {
 }
 
 #[test]
+fn a_cell_listed_over_and_over_in_one_row_is_read_once() {
+    // 200,000 copies of one cell in one row: the reader folds repeats as they come instead of
+    // holding them all until the row ends, and the first copy is the one read.
+    let dob = r#"<c r="D2" s="1"><v>38487</v></c>"#;
+    let repeats: String = (0..200_000)
+        .map(|i| inline("F2", &format!("note {i}")))
+        .collect();
+    let mut rows = raw_student_rows(2, dob);
+    let end = rows.rfind("</row>").unwrap();
+    rows.insert_str(end, &repeats);
+    let parsed = read(
+        &raw_xlsx(&rows, "A1:F2", false),
+        Format::Xlsx,
+        Kind::Students,
+    )
+    .unwrap();
+    assert_eq!(students(&parsed).len(), 1);
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+}
+
+#[test]
 fn absurd_declared_dimensions_cost_nothing() {
     // The sheet claims every cell Excel allows; calamine's range API would allocate 17 billion
     // cells. Streamed, only the cells present are read.
