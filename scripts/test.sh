@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 bash scripts/services.sh
+bash scripts/test-services.sh
 
 cargo fmt --all -- --check
 cargo build --workspace --all-targets --quiet

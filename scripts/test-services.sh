@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# What only the tests need, besides scripts/services.sh: PgBouncer (from Debian's packages; the
+# tests start it themselves), moto's S3 server (from PyPI, started on 127.0.0.1:4566) and s3s-fs
+# (from crates.io; an S3 server that checks signatures, for the presigned-upload tests). Each is
+# installed only when missing, and says so before it does. Safe to run again.
+set -euo pipefail
+
+# PgBouncer, which the tests start themselves to prove the functions work behind a pooler.
+if ! command -v pgbouncer >/dev/null 2>&1; then
+  echo "installing PgBouncer"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer) >/dev/null
+fi
+
+# An S3-compatible server for the import tests: moto's, from PyPI.
+if ! curl -fsS -o /dev/null http://127.0.0.1:4566/moto-api/ 2>/dev/null; then
+  if ! python3 -c "import moto.server" 2>/dev/null; then
+    echo "installing moto's S3 server"
+    python3 -m pip install --quiet --disable-pip-version-check "moto[server]"
+  fi
+  echo "starting moto's S3 server on 127.0.0.1:4566"
+  nohup python3 -m moto.server -H 127.0.0.1 -p 4566 >/tmp/moto-server.log 2>&1 &
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:4566/moto-api/ 2>/dev/null && break; sleep 0.2; done
+fi
+
+# An S3 server that checks signatures, for the presigned-upload tests: s3s-fs from crates.io.
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  echo "installing s3s-fs (a few minutes, once)"
+  CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/qr-functions-target}/s3s-fs" \
+    cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary
+fi
