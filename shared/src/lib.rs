@@ -1,6 +1,5 @@
 //! The shared library of the QR functions: each function's `main.rs` wires these to one event.
 
-pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod db;
@@ -9,7 +8,6 @@ pub mod import;
 pub mod kind;
 pub mod migrations;
 pub mod qr;
-pub mod qr_reads;
 pub mod spreadsheet;
 pub mod startup;
 pub mod storage;

@@ -2,13 +2,13 @@
 //! sends them.
 
 use end_to_end::{config_with, s3_client, test_bucket, test_cache, TestDb, JWT_SECRET};
+use http_api::qr_reads::QrReader;
 use http_api::{handle, Api};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use lambda_http::{Body, Response};
 use shared::cache::Cache;
 use shared::config::Config;
 use shared::db::Database;
-use shared::qr_reads::QrReader;
 use shared::storage::Storage;
 
 pub struct World {

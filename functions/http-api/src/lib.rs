@@ -2,14 +2,17 @@
 //! admin's side of imports, cache statistics and health. Every route but `/health` needs the
 //! app's own session token.
 
+pub mod auth;
+pub mod qr_reads;
+mod queries;
 mod respond;
 mod routes;
 
+use crate::auth::Principal;
+use crate::qr_reads::QrReader;
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, Response};
-use shared::auth::{self, Principal};
 use shared::config::Config;
-use shared::qr_reads::QrReader;
 use shared::storage::Storage;
 
 pub use respond::ApiError;

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use http_api::qr_reads::QrReader;
 use http_api::{handle, Api};
 use lambda_http::{service_fn, Error, Request};
-use shared::qr_reads::QrReader;
 use shared::startup::{self, Needs};
 use shared::storage::Storage;
 

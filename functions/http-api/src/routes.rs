@@ -2,17 +2,17 @@
 
 use std::time::Duration;
 
+use crate::auth::{Principal, Role};
+use crate::qr_reads::{self, ReadError, Source};
+use crate::queries;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use shared::auth::{Principal, Role};
 use shared::import::{claim, event, BlankCells, Importer};
 use shared::kind::Kind;
-use shared::qr_reads::{self, ReadError, Source};
 use shared::spreadsheet::Format;
 use shared::telemetry::Metrics;
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::respond::{self, ApiError};
@@ -171,16 +171,9 @@ pub async fn template(
         tracing::warn!(error = %error, "Postgres unavailable for the template");
         ApiError::unavailable()
     })?;
-    let schools: Vec<(Uuid, String)> = client
-        .query_typed(
-            "SELECT id, school_name FROM schools ORDER BY school_name",
-            &[],
-        )
+    let schools = queries::schools(&client)
         .await
-        .map_err(ApiError::internal)?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+        .map_err(ApiError::internal)?;
     let bytes =
         shared::spreadsheet::template::template_xlsx(kind, &schools).map_err(ApiError::internal)?;
     let mut response = respond::bytes(
@@ -224,16 +217,11 @@ async fn resolve_event(
             "`event` applies to stalls imports only",
         ));
     }
-    let id = Uuid::parse_str(event).ok();
-    let rows = client
-        .query_typed(
-            "SELECT id FROM events WHERE id = $1 OR lower(event_code) = lower($2)",
-            &[(&id, Type::UUID), (&event, Type::TEXT)],
-        )
+    match queries::event(client, event)
         .await
-        .map_err(ApiError::internal)?;
-    match rows.first() {
-        Some(row) => Ok(Some(row.get(0))),
+        .map_err(ApiError::internal)?
+    {
+        Some(id) => Ok(Some(id)),
         None => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_event",
@@ -314,21 +302,15 @@ pub async fn create_import(
         ApiError::unavailable()
     })?;
     let event = resolve_event(&client, kind, body.event.as_deref()).await?;
-    let blank_cells = body.blank_cells.unwrap_or_default().as_str();
-    let kind_name = kind.table();
-    client
-        .query_typed(
-            "INSERT INTO imports (id, kind, bucket, object_key, status, blank_cells, event_id)
-             VALUES ($1, $2, $3, $4, 'awaiting_upload', $5, $6)",
-            &[
-                (&id, Type::UUID),
-                (&kind_name, Type::TEXT),
-                (&bucket, Type::TEXT),
-                (&key, Type::TEXT),
-                (&blank_cells, Type::TEXT),
-                (&event, Type::UUID),
-            ],
-        )
+    let pending = queries::PendingImport {
+        id,
+        kind,
+        bucket,
+        key: &key,
+        blank_cells: body.blank_cells.unwrap_or_default(),
+        event,
+    };
+    queries::insert_pending_import(&client, &pending)
         .await
         .map_err(ApiError::internal)?;
     let content_type = content_type(format);

@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use http_api::qr_reads::QrReader;
 use http_api::{handle, Api};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use secrecy::SecretString;
 use shared::cache::{Cache, CacheSettings};
 use shared::config::Config;
 use shared::db::Database;
-use shared::qr_reads::QrReader;
 use shared::storage::Storage;
 use tools::seed::{self, DemoSize};
 

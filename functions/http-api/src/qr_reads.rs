@@ -12,11 +12,11 @@ use tokio::sync::OnceCell;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::cache::Cache;
-use crate::db::Database;
-use crate::error::Error;
-use crate::kind::Kind;
-use crate::qr::{self, QrSettings, DATA_URL_PREFIX};
+use shared::cache::Cache;
+use shared::db::Database;
+use shared::error::Error;
+use shared::kind::Kind;
+use shared::qr::{self, QrSettings, DATA_URL_PREFIX};
 
 /// Where an image came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
