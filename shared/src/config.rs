@@ -1,16 +1,17 @@
 //! The environment becomes a typed `Config`, read in one place. Names are the Node app's, so one
 //! `.env` serves both. Secrets are wrapped so `Debug` and logs cannot show them.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::SecretString;
 
 use crate::cache::CacheSettings;
 use crate::db::DatabaseSettings;
-use crate::error::ConfigError;
-use crate::import::{ImportSettings, PasswordPolicy};
+use crate::error::{parse_or, ConfigError};
+#[cfg(feature = "imports")]
+use crate::import::ImportSettings;
 use crate::qr::{Ecc, QrSettings};
+#[cfg(feature = "imports")]
 use crate::storage::S3Settings;
 
 /// Everything the functions read from the environment.
@@ -22,11 +23,14 @@ pub struct Config {
     pub qr: QrSettings,
     /// `LOG_LEVEL`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else `info`.
     pub log_filter: String,
+    #[cfg(feature = "imports")]
     pub import: ImportSettings,
+    #[cfg(feature = "imports")]
     pub s3: S3Settings,
     /// Needed by the importer and the HTTP API only; see [`Config::jwt_secret`].
     jwt_secret: Option<SecretString>,
     /// Needed by the importer and the HTTP API only; see [`Config::import_bucket`].
+    #[cfg(feature = "imports")]
     import_bucket: Option<String>,
 }
 
@@ -108,70 +112,25 @@ impl Config {
             });
         }
 
-        let limits_default = crate::spreadsheet::Limits::default();
-        let import_default = ImportSettings::default();
-        let import = ImportSettings {
-            limits: crate::spreadsheet::Limits {
-                max_bytes: parse_or(
-                    "IMPORT_MAX_BYTES",
-                    get("IMPORT_MAX_BYTES"),
-                    limits_default.max_bytes,
-                )?,
-                max_unpacked_bytes: parse_or(
-                    "IMPORT_MAX_UNPACKED_BYTES",
-                    get("IMPORT_MAX_UNPACKED_BYTES"),
-                    limits_default.max_unpacked_bytes,
-                )?,
-                max_zip_entries: parse_or(
-                    "IMPORT_MAX_ZIP_ENTRIES",
-                    get("IMPORT_MAX_ZIP_ENTRIES"),
-                    limits_default.max_zip_entries,
-                )?,
-                max_rows: parse_or(
-                    "IMPORT_MAX_ROWS",
-                    get("IMPORT_MAX_ROWS"),
-                    limits_default.max_rows,
-                )?,
-                max_columns: parse_or(
-                    "IMPORT_MAX_COLUMNS",
-                    get("IMPORT_MAX_COLUMNS"),
-                    limits_default.max_columns,
-                )?,
-                max_cells: parse_or(
-                    "IMPORT_MAX_CELLS",
-                    get("IMPORT_MAX_CELLS"),
-                    limits_default.max_cells,
-                )?,
-            },
-            time_limit: Duration::from_secs(parse_or(
-                "IMPORT_TIME_LIMIT_SECS",
-                get("IMPORT_TIME_LIMIT_SECS"),
-                import_default.time_limit.as_secs(),
-            )?),
-            busy_wait: Duration::from_secs(parse_or(
-                "IMPORT_BUSY_WAIT_SECS",
-                get("IMPORT_BUSY_WAIT_SECS"),
-                import_default.busy_wait.as_secs(),
-            )?),
-            password: parse_or::<PasswordPolicy>(
-                "IMPORT_PASSWORD_MODE",
-                get("IMPORT_PASSWORD_MODE"),
-                import_default.password,
-            )?,
-        };
+        #[cfg(feature = "imports")]
+        let import = ImportSettings::from_lookup(&get)?;
+        #[cfg(feature = "imports")]
         let s3 = S3Settings {
             force_path_style: parse_or("S3_FORCE_PATH_STYLE", get("S3_FORCE_PATH_STYLE"), false)?,
         };
 
         Ok(Config {
             database,
+            #[cfg(feature = "imports")]
             import,
+            #[cfg(feature = "imports")]
             s3,
             redis_url: SecretString::from(redis_url),
             cache,
             qr,
             log_filter,
             jwt_secret: get("JWT_SECRET").map(SecretString::from),
+            #[cfg(feature = "imports")]
             import_bucket: get("IMPORT_BUCKET"),
         })
     }
@@ -185,28 +144,12 @@ impl Config {
     }
 
     /// The bucket of uploads and reports; required by the importer and the HTTP API.
+    #[cfg(feature = "imports")]
     pub fn import_bucket(&self) -> Result<&str, ConfigError> {
         self.import_bucket.as_deref().ok_or(ConfigError::Missing(
             "IMPORT_BUCKET",
             "set it to the S3 bucket that receives uploads under imports/",
         ))
-    }
-}
-
-fn parse_or<T: FromStr>(
-    name: &'static str,
-    value: Option<String>,
-    default: T,
-) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match value {
-        None => Ok(default),
-        Some(text) => text.parse().map_err(|error: T::Err| ConfigError::Invalid {
-            name,
-            reason: format!("`{text}`: {error}"),
-        }),
     }
 }
 

@@ -72,3 +72,22 @@ fn describe_postgres(error: &tokio_postgres::Error) -> String {
         }
     }
 }
+
+/// A variable's value parsed, or `default` when it is not set; a malformed value names the
+/// variable.
+pub fn parse_or<T: std::str::FromStr>(
+    name: &'static str,
+    value: Option<String>,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match value {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|error: T::Err| ConfigError::Invalid {
+            name,
+            reason: format!("`{text}`: {error}"),
+        }),
+    }
+}

@@ -4,12 +4,15 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod error;
+#[cfg(feature = "imports")]
 pub mod import;
 pub mod kind;
 pub mod migrations;
 pub mod qr;
+#[cfg(feature = "imports")]
 pub mod spreadsheet;
 pub mod startup;
+#[cfg(feature = "imports")]
 pub mod storage;
 pub mod telemetry;
 pub mod token;

@@ -14,6 +14,7 @@ use crate::telemetry::{self, LogFormat};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
     JwtSecret,
+    #[cfg(feature = "imports")]
     ImportBucket,
 }
 
@@ -29,6 +30,7 @@ fn configure(needs: &[Needs]) -> Result<Config, ConfigError> {
     for need in needs {
         match need {
             Needs::JwtSecret => config.jwt_secret().map(|_| ())?,
+            #[cfg(feature = "imports")]
             Needs::ImportBucket => config.import_bucket().map(|_| ())?,
         }
     }

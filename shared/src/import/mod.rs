@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::cache::Cache;
 use crate::db::{self, Database, RowFilter};
-use crate::error::Error;
+use crate::error::{parse_or, ConfigError, Error};
 use crate::kind::Kind;
 use crate::qr::QrSettings;
 use crate::spreadsheet::{self, Limits, ParsedFile, Records};
@@ -67,6 +67,64 @@ pub struct ImportSettings {
     /// (so Lambda retries it, and finally sends it to the failure queue).
     pub busy_wait: Duration,
     pub password: PasswordPolicy,
+}
+
+impl ImportSettings {
+    /// The `IMPORT_*` variables, read through `get` (trimmed, empty as unset).
+    pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let limits_default = Limits::default();
+        let import_default = ImportSettings::default();
+        let import = ImportSettings {
+            limits: Limits {
+                max_bytes: parse_or(
+                    "IMPORT_MAX_BYTES",
+                    get("IMPORT_MAX_BYTES"),
+                    limits_default.max_bytes,
+                )?,
+                max_unpacked_bytes: parse_or(
+                    "IMPORT_MAX_UNPACKED_BYTES",
+                    get("IMPORT_MAX_UNPACKED_BYTES"),
+                    limits_default.max_unpacked_bytes,
+                )?,
+                max_zip_entries: parse_or(
+                    "IMPORT_MAX_ZIP_ENTRIES",
+                    get("IMPORT_MAX_ZIP_ENTRIES"),
+                    limits_default.max_zip_entries,
+                )?,
+                max_rows: parse_or(
+                    "IMPORT_MAX_ROWS",
+                    get("IMPORT_MAX_ROWS"),
+                    limits_default.max_rows,
+                )?,
+                max_columns: parse_or(
+                    "IMPORT_MAX_COLUMNS",
+                    get("IMPORT_MAX_COLUMNS"),
+                    limits_default.max_columns,
+                )?,
+                max_cells: parse_or(
+                    "IMPORT_MAX_CELLS",
+                    get("IMPORT_MAX_CELLS"),
+                    limits_default.max_cells,
+                )?,
+            },
+            time_limit: Duration::from_secs(parse_or(
+                "IMPORT_TIME_LIMIT_SECS",
+                get("IMPORT_TIME_LIMIT_SECS"),
+                import_default.time_limit.as_secs(),
+            )?),
+            busy_wait: Duration::from_secs(parse_or(
+                "IMPORT_BUSY_WAIT_SECS",
+                get("IMPORT_BUSY_WAIT_SECS"),
+                import_default.busy_wait.as_secs(),
+            )?),
+            password: parse_or::<PasswordPolicy>(
+                "IMPORT_PASSWORD_MODE",
+                get("IMPORT_PASSWORD_MODE"),
+                import_default.password,
+            )?,
+        };
+        Ok(import)
+    }
 }
 
 impl Default for ImportSettings {
