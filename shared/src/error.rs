@@ -41,11 +41,82 @@ pub enum Error {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 
-    #[error("{0}")]
-    Failed(String),
+    #[error("S3: {0}")]
+    #[cfg(feature = "imports")]
+    Storage(#[from] crate::storage::StorageError),
+
+    #[error("signing a token: {0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+
+    #[error("signing a stall token: {0}")]
+    Mac(#[from] hmac::digest::InvalidLength),
+
+    #[error("hashing a password: {0}")]
+    #[cfg(feature = "imports")]
+    Hashing(#[from] bcrypt::BcryptError),
+
+    #[error("writing the report: {0}")]
+    Report(String),
+
+    #[error("import {id} was taken over by another run (attempt {attempt} is no longer current); this run's work is discarded")]
+    ImportTakenOver { id: uuid::Uuid, attempt: i32 },
+
+    #[error("import {0} is still being processed by another run; the event will be retried")]
+    ImportBusy(uuid::Uuid),
+
+    #[error("import {0}: {1}")]
+    ImportState(uuid::Uuid, &'static str),
+
+    #[error("the import of {key} could not be registered: its row changed under three attempts")]
+    Unregistered { key: String },
+
+    /// Another request's render, which this one waited on, failed.
+    #[error("a shared render failed: {0}")]
+    SharedRender(String),
+
+    /// A worker thread or task ended without an answer (it panicked or was cancelled).
+    #[error("{0} stopped unexpectedly")]
+    Stopped(&'static str),
+
+    /// Images the warm could not cache, after the rest were.
+    #[error("{0} QR images could not be cached")]
+    Uncached(u64),
+
+    /// Postgres was unreachable and the cache could not be renewed either.
+    #[error("{postgres}; and renewing the cache failed too: {cache}")]
+    Outage {
+        postgres: Box<Error>,
+        cache: Box<Error>,
+    },
 }
 
 impl Error {
+    /// The variant's name, for Lambda's `errorType` and for filtering logs and alarms.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "ConfigError",
+            Error::Postgres { .. } => "PostgresError",
+            Error::Redis { .. } => "RedisError",
+            Error::Tls(_) => "TlsError",
+            Error::Render(_) => "RenderError",
+            Error::InvalidRequest(_) => "InvalidRequest",
+            #[cfg(feature = "imports")]
+            Error::Storage(_) => "StorageError",
+            Error::Jwt(_) | Error::Mac(_) => "SigningError",
+            #[cfg(feature = "imports")]
+            Error::Hashing(_) => "HashingError",
+            Error::Report(_) => "ReportError",
+            Error::ImportTakenOver { .. } => "ImportTakenOver",
+            Error::ImportBusy(_) => "ImportBusy",
+            Error::ImportState(..) => "ImportStateError",
+            Error::Unregistered { .. } => "ImportUnregistered",
+            Error::SharedRender(_) => "RenderError",
+            Error::Stopped(_) => "WorkerStopped",
+            Error::Uncached(_) => "QrImagesUncached",
+            Error::Outage { .. } => "PostgresOutage",
+        }
+    }
+
     pub fn postgres(context: &'static str, source: tokio_postgres::Error) -> Self {
         Error::Postgres { context, source }
     }

@@ -336,9 +336,10 @@ pub async fn warm(
                     });
                     Some(error)
                 }
-                Err(cache_error) => Some(Error::Failed(format!(
-                    "{error}; and renewing the cache failed too: {cache_error}"
-                ))),
+                Err(cache_error) => Some(Error::Outage {
+                    postgres: Box::new(error),
+                    cache: Box::new(cache_error),
+                }),
             }
         }
         Err(RunError::Other(error)) => Some(error),
@@ -346,14 +347,7 @@ pub async fn warm(
     };
     let elapsed = started.elapsed();
     let summary = run.finish(elapsed);
-    let error = error.or_else(|| {
-        (summary.failed() > 0).then(|| {
-            Error::Failed(format!(
-                "{} QR images could not be cached",
-                summary.failed()
-            ))
-        })
-    });
+    let error = error.or_else(|| (summary.failed() > 0).then(|| Error::Uncached(summary.failed())));
     match error {
         Some(error) => Err(WarmFailed { summary, error }),
         None => Ok(summary),
@@ -491,9 +485,8 @@ impl Run {
                 }
                 Err(join_error) => {
                     reading = false;
-                    failure.get_or_insert(RunError::Other(Error::Failed(format!(
-                        "a warm batch stopped: {join_error}"
-                    ))));
+                    tracing::error!(error = %join_error, "a warm batch stopped");
+                    failure.get_or_insert(RunError::Other(Error::Stopped("a warm batch")));
                 }
             }
         }
@@ -630,9 +623,7 @@ async fn render_all(
         }
         let _ = done.send((entries, failures, timings));
     });
-    result
-        .await
-        .map_err(|_| Error::Failed("a render worker stopped unexpectedly".into()))
+    result.await.map_err(|_| Error::Stopped("a render worker"))
 }
 
 #[cfg(test)]

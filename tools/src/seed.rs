@@ -44,8 +44,7 @@ pub fn stall_token(secret: &SecretString, index: usize) -> Result<String, Error>
     if index % 10 == 9 {
         return Ok(format!("STALL_{number}"));
     }
-    token::stall_token(secret, &number)
-        .map_err(|e| Error::Failed(format!("signing a stall token: {e}")))
+    Ok(token::stall_token(secret, &number)?)
 }
 
 pub fn student_token(secret: &SecretString, index: usize) -> Result<String, Error> {
@@ -55,7 +54,7 @@ pub fn student_token(secret: &SecretString, index: usize) -> Result<String, Erro
         &nonce_for(index),
         ISSUED_AT,
     )
-    .map_err(|e| Error::Failed(format!("signing a student token: {e}")))
+    .map_err(Error::from)
 }
 
 async fn school_ids(client: &Client) -> Result<Vec<uuid::Uuid>, Error> {
@@ -142,7 +141,7 @@ pub async fn seed(client: &Client, secret: &SecretString, size: DemoSize) -> Res
         .map_err(|e| Error::postgres("seeding the event", e))?
         .first()
         .map(|row| row.get(0))
-        .ok_or_else(|| Error::Failed("the demo event was not returned".into()))?;
+        .ok_or(Error::Stopped("the demo event's insert"))?;
     client
         .query_typed(
             "INSERT INTO stalls (stall_number, stall_name, school_id, qr_code_token, event_id)

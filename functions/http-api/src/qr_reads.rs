@@ -54,7 +54,7 @@ impl QrImage {
             .unwrap_or(&self.data_url);
         base64::engine::general_purpose::STANDARD
             .decode(encoded)
-            .map_err(|e| Error::Failed(format!("a cached image is not valid base64: {e}")))
+            .map_err(|_| Error::InvalidRequest("a cached image is not valid base64".into()))
     }
 }
 
@@ -177,7 +177,7 @@ impl QrReader {
             let mut in_flight = self
                 .in_flight
                 .lock()
-                .map_err(|_| Error::Failed("render registry poisoned".into()))?;
+                .map_err(|_| Error::Stopped("a render of the registry"))?;
             Arc::clone(in_flight.entry(key.to_owned()).or_default())
         };
         let result = flight
@@ -208,7 +208,7 @@ impl QrReader {
                 in_flight.remove(key);
             }
         }
-        result.map_err(Error::Failed)
+        result.map_err(Error::SharedRender)
     }
 
     /// The API's own read counts.

@@ -47,7 +47,10 @@ impl ImportStatus {
         ]
         .into_iter()
         .find(|status| status.as_str() == text)
-        .ok_or_else(|| Error::Failed(format!("an import has the unknown status `{text}`")))
+        .ok_or(Error::ImportState(
+            Uuid::nil(),
+            "its row has a status this version does not know",
+        ))
     }
 
     pub fn is_finished(self) -> bool {
@@ -122,7 +125,9 @@ impl ImportRecord {
             report_key: row.try_get(11).map_err(get_error)?,
             rejected_key: row.try_get(12).map_err(get_error)?,
             attempts: row.try_get(13).map_err(get_error)?,
-            blank_cells: blank_cells.parse().map_err(Error::Failed)?,
+            blank_cells: blank_cells
+                .parse()
+                .map_err(|_| Error::ImportState(Uuid::nil(), "its blank-cell choice is unknown"))?,
             event_id: row.try_get(15).map_err(get_error)?,
             created_at: row.try_get(16).map_err(get_error)?,
             finished_at: row.try_get(17).map_err(get_error)?,
@@ -179,10 +184,9 @@ pub async fn register(client: &Client, target: &ImportTarget) -> Result<Uuid, Er
             return Ok(row.get(0));
         }
     }
-    Err(Error::Failed(format!(
-        "the import of {} could not be registered: it changed under three attempts",
-        target.key
-    )))
+    Err(Error::Unregistered {
+        key: target.key.clone(),
+    })
 }
 
 /// This run's hold on an import: the row is locked by the open transaction.
@@ -215,9 +219,10 @@ pub async fn take(client: &Client, id: Uuid) -> Result<Claim, Error> {
         .await
         .map_err(|e| Error::postgres(context, e))?;
     let Some(row) = rows.first() else {
-        let record = find(client, id)
-            .await?
-            .ok_or_else(|| Error::Failed(format!("import {id} vanished while it was claimed")))?;
+        let record = find(client, id).await?.ok_or(Error::ImportState(
+            id,
+            "its row vanished while it was claimed",
+        ))?;
         return Ok(Claim::Busy(record));
     };
     let mut record = ImportRecord::from_row(row)?;
@@ -234,7 +239,10 @@ pub async fn take(client: &Client, id: Uuid) -> Result<Claim, Error> {
         .map_err(|e| Error::postgres(context, e))?
         .first()
         .map(|row| row.get(0))
-        .ok_or_else(|| Error::Failed(format!("import {id} vanished while it was claimed")))?;
+        .ok_or(Error::ImportState(
+            id,
+            "its row vanished while it was claimed",
+        ))?;
     record.attempts = attempt;
     Ok(Claim::Claimed(Held { record, attempt }))
 }
@@ -287,10 +295,10 @@ pub async fn finish(client: &Client, held: &Held, outcome: &Outcome<'_>) -> Resu
         .await
         .map_err(|e| Error::postgres("recording the import's outcome", e))?;
     if updated.is_empty() {
-        return Err(Error::Failed(format!(
-            "import {} was taken over by another run (attempt {} is no longer current); this run's work is discarded",
-            held.record.id, held.attempt
-        )));
+        return Err(Error::ImportTakenOver {
+            id: held.record.id,
+            attempt: held.attempt,
+        });
     }
     Ok(())
 }

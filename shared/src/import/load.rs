@@ -316,7 +316,7 @@ fn random_nonce() -> String {
 /// bcrypt hash, so the app's login answers 401, never 500.
 fn unusable_hash() -> Result<String, Error> {
     let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
-    bcrypt::hash(secret, 4).map_err(|e| Error::Failed(format!("hashing a password: {e}")))
+    Ok(bcrypt::hash(secret, 4)?)
 }
 
 /// The app's old initial password: bcrypt(`YYYYMMDD` + pincode, cost 12), hashed on every core.
@@ -325,7 +325,7 @@ fn legacy_hashes(rows: &[(String, String)]) -> Result<Vec<String>, Error> {
     rows.par_iter()
         .map(|(date, pincode)| bcrypt::hash(format!("{date}{pincode}"), 12))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Failed(format!("hashing a password: {e}")))
+        .map_err(Error::from)
 }
 
 /// A value the database refused because of the row's data, with the database's reason; `None`
@@ -925,7 +925,7 @@ impl<'a> Loader<'a> {
                     .collect();
                 tokio::task::spawn_blocking(move || legacy_hashes(&inputs))
                     .await
-                    .map_err(|e| Error::Failed(format!("password hashing stopped: {e}")))??
+                    .map_err(|_| Error::Stopped("password hashing"))??
             }
         };
         let mut rows = Vec::with_capacity(new.len());
@@ -933,15 +933,12 @@ impl<'a> Loader<'a> {
             let token = match &planned.token {
                 Some(token) => std::borrow::Cow::Borrowed(token.as_str()),
                 // Not signed ahead: a preview's plan, or a row the app deleted meanwhile.
-                None => std::borrow::Cow::Owned(
-                    token::student_token(
-                        self.jwt_secret,
-                        &planned.key,
-                        &random_nonce(),
-                        self.issued_at,
-                    )
-                    .map_err(|e| Error::Failed(format!("signing a QR token: {e}")))?,
-                ),
+                None => std::borrow::Cow::Owned(token::student_token(
+                    self.jwt_secret,
+                    &planned.key,
+                    &random_nonce(),
+                    self.issued_at,
+                )?),
             };
             let hash = hashes.get(n).unwrap_or(&self.unusable_hash).as_str();
             // Time-ordered ids (UUIDv7) land at the right edge of the primary key's index
@@ -1057,7 +1054,7 @@ impl<'a> Loader<'a> {
                         planned,
                         token,
                     })
-                    .map_err(|e| Error::Failed(format!("signing a stall token: {e}")))
+                    .map_err(Error::from)
             })
             .collect::<Result<_, _>>()?;
         let (inserted, refused) =

@@ -507,7 +507,7 @@ impl Importer<'_> {
             Ok(None) => {
                 let record = claim::find(&client, id)
                     .await?
-                    .ok_or_else(|| Error::Failed(format!("import {id} vanished")))?;
+                    .ok_or(Error::ImportState(id, "its row vanished"))?;
                 tracing::info!(import_id = %id, key = %target.key, status = %record.status, "already imported; returning the earlier outcome");
                 let unfinished = claim::unfinished(&client, id).await?;
                 let mut report = ImportReport::from_record(record, unfinished.report.clone());
@@ -516,7 +516,8 @@ impl Importer<'_> {
             }
             Err(Halt::Busy) => return self.await_other_run(&client, id).await,
             Err(Halt::Refused(reason)) => {
-                return Err(Error::Failed(format!("import {id} stopped: {reason}")))
+                tracing::error!(import_id = %id, reason = %reason, "the import stopped outside a claim");
+                return Err(Error::ImportState(id, "stopped outside its claim"));
             }
             Err(Halt::Failed(error)) => {
                 crate::telemetry::Metrics::new("import-spreadsheet")
@@ -555,7 +556,10 @@ impl Importer<'_> {
         }
         if let Some(ids) = unfinished.qr_pending {
             let started = Instant::now();
-            let kind: Kind = report.kind.parse().map_err(Error::Failed)?;
+            let kind: Kind = report
+                .kind
+                .parse()
+                .map_err(|_| Error::ImportState(report.import_id, "its report names no kind"))?;
             report.qr_cached = self.cache_touched(kind, ids).await;
             claim::qr_cached(client, report.import_id).await?;
             report.timings.cache_ms = ms(started);
@@ -607,7 +611,9 @@ impl Importer<'_> {
                 return Ok(dry);
             }
             Err(Halt::Failed(error)) => return Err(error),
-            Err(Halt::Busy) => return Err(Error::Failed("a dry run claims nothing".into())),
+            Err(Halt::Busy) => {
+                return Err(Error::InvalidRequest("a dry run claims nothing".into()))
+            }
         };
         let (counts, status, error) = tally(&processed.parsed, &processed.loaded);
         let rejected = all_rejected(&mut processed, &self.settings.limits).await;
@@ -680,9 +686,7 @@ impl Importer<'_> {
                 }
             }
         }
-        Err(Error::Failed(format!(
-            "import {id} is still being processed by another run; the event will be retried"
-        )))
+        Err(Error::ImportBusy(id))
     }
 
     /// Downloads, reads and plans one file, loading it as it is read when `mode` writes. Runs
@@ -710,7 +714,7 @@ impl Importer<'_> {
             Err(error @ (StorageError::TooLarge { .. } | StorageError::NotFound { .. })) => {
                 return Err(Halt::Refused(error.to_string()))
             }
-            Err(error) => return Err(Halt::Failed(Error::Failed(error.to_string()))),
+            Err(error) => return Err(Halt::Failed(Error::Storage(error))),
         };
         let started = Instant::now();
         let secret = self.jwt_secret;
@@ -852,8 +856,7 @@ impl Importer<'_> {
             Some(error) if listed.is_empty() => serde_json::json!([{ "error": error }]),
             _ => serde_json::to_value(&listed).unwrap_or_default(),
         };
-        let stored = serde_json::to_value(&report)
-            .map_err(|e| Error::Failed(format!("writing the report: {e}")))?;
+        let stored = serde_json::to_value(&report).map_err(|e| Error::Report(e.to_string()))?;
         claim::finish(
             client,
             held,
@@ -887,13 +890,13 @@ impl Importer<'_> {
                 let bytes = report
                     .rejected_file
                     .to_csv()
-                    .map_err(|e| Error::Failed(format!("writing the rejected rows: {e}")))?;
+                    .map_err(|e| Error::Report(format!("the rejected rows: {e}")))?;
                 (bytes, "csv", "text/csv; charset=utf-8")
             } else {
                 let bytes = report
                     .rejected_file
                     .to_xlsx()
-                    .map_err(|e| Error::Failed(format!("writing the rejected rows: {e}")))?;
+                    .map_err(|e| Error::Report(format!("the rejected rows: {e}")))?;
                 (
                     bytes,
                     "xlsx",
@@ -903,17 +906,14 @@ impl Importer<'_> {
             let rejected_key = format!("reports/{}-rejected.{extension}", report.import_id);
             self.storage
                 .put(&report.bucket, &rejected_key, bytes, content_type)
-                .await
-                .map_err(|e| Error::Failed(e.to_string()))?;
+                .await?;
             Some(rejected_key)
         };
         report.rejected_key = rejected_key.clone();
-        let json = serde_json::to_vec_pretty(&report)
-            .map_err(|e| Error::Failed(format!("writing the report: {e}")))?;
+        let json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Report(e.to_string()))?;
         self.storage
             .put(&report.bucket, &key, json, "application/json")
-            .await
-            .map_err(|e| Error::Failed(e.to_string()))?;
+            .await?;
         claim::reports_written(client, report.import_id, &key, rejected_key.as_deref()).await
     }
 
