@@ -102,6 +102,7 @@ impl World {
             db: db.database(),
             cache,
             storage: Storage::with_client(s3.clone()),
+            jwt_secret: config.jwt_secret().unwrap().clone(),
             config,
         };
         World {
@@ -123,7 +124,7 @@ impl World {
         let event = serde_json::from_value(event).map_err(|e| format!("not an S3 event: {e}"))?;
         handle(LambdaEvent::new(event, Context::default()), &self.clients)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
     }
 
     pub async fn count(&self, sql: &str) -> i64 {

@@ -84,6 +84,7 @@ async fn two_deliveries_at_once_import_once() {
             cache: world.clients.cache.clone(),
             storage: Storage::with_client(world.s3.clone()),
             config: world.clients.config.clone(),
+            jwt_secret: world.clients.jwt_secret.clone(),
         }))
     };
     let deliver = |clients: &'static Clients, event: serde_json::Value| async move {
@@ -139,7 +140,7 @@ async fn a_live_runs_claim_makes_a_duplicate_wait_then_fail_for_retry_and_a_dead
     world.clients.config.import.busy_wait = std::time::Duration::from_millis(500);
     let busy = world.deliver(event.clone()).await.unwrap_err();
     assert!(
-        busy.contains("still being processed by another run"),
+        busy.starts_with("ImportBusy: ") && busy.contains("still being processed by another run"),
         "{busy}"
     );
     assert_eq!(world.count("SELECT count(*) FROM students").await, 0);

@@ -24,7 +24,7 @@ impl World {
             storage: &self.clients.storage,
             settings: &self.clients.config.import,
             qr: &self.clients.config.qr,
-            jwt_secret: self.clients.config.jwt_secret().unwrap(),
+            jwt_secret: &self.clients.jwt_secret,
         }
     }
 

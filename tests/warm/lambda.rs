@@ -15,7 +15,7 @@ fn event(file: &str) -> Value {
 async fn invoke(clients: &Clients, payload: Value) -> Result<shared::warm::WarmSummary, String> {
     handle(LambdaEvent::new(payload, Context::default()), clients)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
 }
 
 #[tokio::test]
@@ -72,7 +72,9 @@ async fn a_malformed_event_is_refused_with_its_reason() {
         .await
         .unwrap_err();
     assert!(
-        error.contains("warm payload: invalid type: string \"students\", expected a sequence"),
+        error.starts_with("InvalidRequest: ")
+            && error
+                .contains("warm payload: invalid type: string \"students\", expected a sequence"),
         "{error}"
     );
 }

@@ -1,7 +1,8 @@
 //! The Lambda handler of import-spreadsheet: an S3 event in, one report per uploaded file out.
 
 use aws_lambda_events::s3::S3Event;
-use lambda_runtime::LambdaEvent;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use secrecy::SecretString;
 use serde::Serialize;
 use shared::cache::Cache;
 use shared::config::Config;
@@ -16,6 +17,8 @@ pub struct Clients {
     pub db: Database,
     pub cache: Cache,
     pub storage: Storage,
+    /// Signs new rows' QR tokens; checked present at cold start.
+    pub jwt_secret: SecretString,
 }
 
 /// What happened to each record of the event.
@@ -28,21 +31,24 @@ pub enum RecordOutcome {
 
 /// Imports every upload the event names. A record that is not an import is skipped with a log
 /// line; a file that is refused is a finished import (its report says why); only a failure of
-/// the machinery (Postgres, S3) fails the invocation, so Lambda retries it.
+/// the machinery (Postgres, S3) fails the invocation, so Lambda retries it. The failure's
+/// `errorType` is the first failed record's kind (`PostgresError`, `StorageError`,
+/// `ImportBusy`, ...), for filtering.
 pub async fn handle(
     event: LambdaEvent<S3Event>,
     clients: &Clients,
-) -> Result<Vec<RecordOutcome>, lambda_runtime::Error> {
+) -> Result<Vec<RecordOutcome>, Diagnostic> {
     let importer = Importer {
         db: &clients.db,
         cache: &clients.cache,
         storage: &clients.storage,
         settings: &clients.config.import,
         qr: &clients.config.qr,
-        jwt_secret: clients.config.jwt_secret()?,
+        jwt_secret: &clients.jwt_secret,
     };
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
+    let mut error_type = None;
     for record in event::records(&event.payload) {
         match record {
             EventRecord::Skip { key, reason } => {
@@ -53,6 +59,7 @@ pub async fn handle(
                 Ok(report) => outcomes.push(RecordOutcome::Imported(Box::new(report.trimmed()))),
                 Err(error) => {
                     tracing::error!(key = %target.key, error = %error, "import failed; Lambda will retry");
+                    error_type.get_or_insert(error.kind());
                     failures.push(format!("{}: {error}", target.key));
                 }
             },
@@ -61,6 +68,9 @@ pub async fn handle(
     if failures.is_empty() {
         Ok(outcomes)
     } else {
-        Err(failures.join("; ").into())
+        Err(Diagnostic {
+            error_type: error_type.unwrap_or("ImportFailed").into(),
+            error_message: failures.join("; "),
+        })
     }
 }

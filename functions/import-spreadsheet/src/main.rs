@@ -15,11 +15,19 @@ async fn main() -> ExitCode {
         Err(status) => return status,
     };
     let storage = Storage::from_env(&started.config.s3).await;
+    let jwt_secret = match started.config.jwt_secret() {
+        Ok(secret) => secret.clone(),
+        Err(error) => {
+            eprintln!("import-spreadsheet: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let clients = Arc::new(Clients {
         db: started.db,
         cache: started.cache,
         storage,
         config: started.config,
+        jwt_secret,
     });
     startup::warm_up(&clients.db).await;
     let result = lambda_runtime::run(service_fn(|event| {
