@@ -1,5 +1,6 @@
 //! S3 delivers at least once: the same object version imported twice, or twice at once, has
-//! the effect of once; a run that crashed is taken over when its lease expires.
+//! the effect of once; a run that dies releases its claim with its connection, and the next
+//! delivery takes over at once.
 
 use end_to_end::s3_put_event;
 use import_spreadsheet::{handle, Clients};

@@ -350,26 +350,6 @@ fn release_freed_memory() {
     }
 }
 
-/// Reads and validates a whole file off the async runtime, within the time limit.
-/// `Err` is the reason the whole file is refused, written for the admin.
-pub async fn parse(
-    bytes: Vec<u8>,
-    target_format: spreadsheet::Format,
-    kind: Kind,
-    settings: &ImportSettings,
-) -> Result<ParsedFile, String> {
-    let limits = settings.limits.clone();
-    let today = chrono::Utc::now().date_naive();
-    let work = tokio::task::spawn_blocking(move || {
-        spreadsheet::read_records(&bytes, target_format, kind, &limits, today)
-    });
-    match tokio::time::timeout(settings.time_limit, work).await {
-        Ok(Ok(result)) => result.map_err(|error| error.to_string()),
-        Ok(Err(_)) => Err("the file could not be read: the reader stopped unexpectedly".into()),
-        Err(_) => Err(too_slow(settings.time_limit)),
-    }
-}
-
 /// Rows the reader hands the loader at a time. Each chunk costs a few round trips; smaller
 /// chunks leave less of the load to do after the last row is read.
 const CHUNK_ROWS: usize = 5_000;
