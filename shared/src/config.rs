@@ -14,6 +14,18 @@ use crate::qr::{Ecc, QrSettings};
 #[cfg(feature = "imports")]
 use crate::storage::S3Settings;
 
+/// Names of the variables read in more than one place; the app's own names.
+const DATABASE_URL: &str = "NEON_DATABASE_URL";
+const DATABASE_URL_ALIAS: &str = "DATABASE_URL";
+const REDIS_URL: &str = "REDIS_URL";
+const QR_MARGIN: &str = "QR_MARGIN";
+const QR_WIDTH_PX: &str = "QR_WIDTH_PX";
+const QR_CACHE_TTL_SECS: &str = "QR_CACHE_TTL_SECS";
+const LOG_LEVEL: &str = "LOG_LEVEL";
+const JWT_SECRET: &str = "JWT_SECRET";
+#[cfg(feature = "imports")]
+const IMPORT_BUCKET: &str = "IMPORT_BUCKET";
+
 /// Everything the functions read from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -47,33 +59,33 @@ impl Config {
                 .filter(|v| !v.is_empty())
         };
 
-        let database_url = get("NEON_DATABASE_URL").or_else(|| get("DATABASE_URL")).ok_or(
+        let database_url = get(DATABASE_URL).or_else(|| get(DATABASE_URL_ALIAS)).ok_or(
             ConfigError::Missing(
-                "NEON_DATABASE_URL",
+                DATABASE_URL,
                 "set it (or DATABASE_URL) to the Postgres URL, e.g. postgres://user:pass@host/db?sslmode=require",
             ),
         )?;
         let database = DatabaseSettings::parse(&database_url)?;
 
-        let redis_url = get("REDIS_URL").ok_or(ConfigError::Missing(
-            "REDIS_URL",
+        let redis_url = get(REDIS_URL).ok_or(ConfigError::Missing(
+            REDIS_URL,
             "set it to redis://host:6379 or rediss://... for TLS",
         ))?;
         if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
             return Err(ConfigError::Invalid {
-                name: "REDIS_URL",
+                name: REDIS_URL,
                 reason: "must start with redis:// or rediss://".into(),
             });
         }
         redis::Client::open(redis_url.as_str()).map_err(|_| ConfigError::Invalid {
-            name: "REDIS_URL",
+            name: REDIS_URL,
             reason: "not a valid Redis URL".into(),
         })?;
 
-        let ttl_secs: u64 = parse_or("QR_CACHE_TTL_SECS", get("QR_CACHE_TTL_SECS"), 86_400)?;
+        let ttl_secs: u64 = parse_or(&get, QR_CACHE_TTL_SECS, 86_400)?;
         if ttl_secs == 0 {
             return Err(ConfigError::Invalid {
-                name: "QR_CACHE_TTL_SECS",
+                name: QR_CACHE_TTL_SECS,
                 reason: "must be at least 1 second".into(),
             });
         }
@@ -84,30 +96,30 @@ impl Config {
 
         let defaults = QrSettings::default();
         let qr = QrSettings {
-            width_px: parse_or("QR_WIDTH_PX", get("QR_WIDTH_PX"), defaults.width_px)?,
-            margin_modules: parse_or("QR_MARGIN", get("QR_MARGIN"), defaults.margin_modules)?,
-            ecc: parse_or::<Ecc>("QR_ECC", get("QR_ECC"), defaults.ecc)?,
+            width_px: parse_or(&get, QR_WIDTH_PX, defaults.width_px)?,
+            margin_modules: parse_or(&get, QR_MARGIN, defaults.margin_modules)?,
+            ecc: parse_or::<Ecc>(&get, "QR_ECC", defaults.ecc)?,
         };
         if !(21..=4096).contains(&qr.width_px) {
             return Err(ConfigError::Invalid {
-                name: "QR_WIDTH_PX",
+                name: QR_WIDTH_PX,
                 reason: "must be between 21 and 4096 pixels".into(),
             });
         }
         if qr.margin_modules > 32 {
             return Err(ConfigError::Invalid {
-                name: "QR_MARGIN",
+                name: QR_MARGIN,
                 reason: "must be at most 32 modules".into(),
             });
         }
 
-        let log_filter = get("LOG_LEVEL")
+        let log_filter = get(LOG_LEVEL)
             .or_else(|| get("AWS_LAMBDA_LOG_LEVEL"))
             .unwrap_or_else(|| "info".into())
             .to_ascii_lowercase();
         if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
             return Err(ConfigError::Invalid {
-                name: "LOG_LEVEL",
+                name: LOG_LEVEL,
                 reason: "use error, warn, info, debug, trace or a RUST_LOG-style filter".into(),
             });
         }
@@ -116,7 +128,7 @@ impl Config {
         let import = ImportSettings::from_lookup(&get)?;
         #[cfg(feature = "imports")]
         let s3 = S3Settings {
-            force_path_style: parse_or("S3_FORCE_PATH_STYLE", get("S3_FORCE_PATH_STYLE"), false)?,
+            force_path_style: parse_or(&get, "S3_FORCE_PATH_STYLE", false)?,
         };
 
         Ok(Config {
@@ -129,16 +141,16 @@ impl Config {
             cache,
             qr,
             log_filter,
-            jwt_secret: get("JWT_SECRET").map(SecretString::from),
+            jwt_secret: get(JWT_SECRET).map(SecretString::from),
             #[cfg(feature = "imports")]
-            import_bucket: get("IMPORT_BUCKET"),
+            import_bucket: get(IMPORT_BUCKET),
         })
     }
 
     /// The HS256 key; required by the functions that mint or verify JWTs.
     pub fn jwt_secret(&self) -> Result<&SecretString, ConfigError> {
         self.jwt_secret.as_ref().ok_or(ConfigError::Missing(
-            "JWT_SECRET",
+            JWT_SECRET,
             "set it to the same secret the Node app signs its JWTs with",
         ))
     }
@@ -147,7 +159,7 @@ impl Config {
     #[cfg(feature = "imports")]
     pub fn import_bucket(&self) -> Result<&str, ConfigError> {
         self.import_bucket.as_deref().ok_or(ConfigError::Missing(
-            "IMPORT_BUCKET",
+            IMPORT_BUCKET,
             "set it to the S3 bucket that receives uploads under imports/",
         ))
     }

@@ -147,14 +147,14 @@ fn describe_postgres(error: &tokio_postgres::Error) -> String {
 /// A variable's value parsed, or `default` when it is not set; a malformed value names the
 /// variable.
 pub fn parse_or<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
-    value: Option<String>,
     default: T,
 ) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    match value {
+    match get(name) {
         None => Ok(default),
         Some(text) => text.parse().map_err(|error: T::Err| ConfigError::Invalid {
             name,

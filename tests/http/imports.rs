@@ -83,7 +83,7 @@ async fn a_presigned_upload_becomes_an_import_whose_status_and_report_the_admin_
         cache: world.api.reader.cache().clone(),
         storage: shared::storage::Storage::with_client(world.s3.clone()),
         config: world.api.config.clone(),
-        jwt_secret: world.api.config.jwt_secret().unwrap().clone(),
+        jwt_secret: world.api.jwt_secret.clone(),
     };
     let event = serde_json::from_value(event).unwrap();
     import_spreadsheet::handle(

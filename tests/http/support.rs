@@ -31,11 +31,7 @@ impl World {
         let bucket = test_bucket(&s3).await;
         let config = config_with_bucket(&db, &cache, &bucket);
         let reader = QrReader::new(db.database(), cache, config.qr);
-        let api = Api {
-            config,
-            reader,
-            storage: Storage::with_client(s3.clone()),
-        };
+        let api = Api::new(config, reader, Storage::with_client(s3.clone())).unwrap();
         World {
             db,
             api,

@@ -12,7 +12,9 @@ use crate::auth::Principal;
 use crate::qr_reads::QrReader;
 use lambda_http::http::{header, Method, StatusCode};
 use lambda_http::{Body, Request, Response};
+use secrecy::SecretString;
 use shared::config::Config;
+use shared::error::ConfigError;
 use shared::storage::Storage;
 
 pub use respond::ApiError;
@@ -20,11 +22,32 @@ pub use respond::ApiError;
 /// Largest request body accepted; the API's bodies are small JSON documents.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Clients made once at cold start and reused by every request.
+/// Clients made once at cold start and reused by every request, with the settings the
+/// routes cannot do without, checked then.
 pub struct Api {
     pub config: Config,
     pub reader: QrReader,
     pub storage: Storage,
+    /// Verifies session tokens and signs new rows' QR tokens in dry runs.
+    pub jwt_secret: SecretString,
+    /// Where uploads arrive and reports are written.
+    pub bucket: String,
+}
+
+impl Api {
+    /// The API over these clients; a missing `JWT_SECRET` or `IMPORT_BUCKET` is refused here,
+    /// at cold start, never by a request.
+    pub fn new(config: Config, reader: QrReader, storage: Storage) -> Result<Api, ConfigError> {
+        let jwt_secret = config.jwt_secret()?.clone();
+        let bucket = config.import_bucket()?.to_owned();
+        Ok(Api {
+            config,
+            reader,
+            storage,
+            jwt_secret,
+            bucket,
+        })
+    }
 }
 
 /// Serves one request. Never fails: every error is a JSON response with its status.
@@ -116,7 +139,7 @@ fn authenticate(api: &Api, request: &Request) -> Result<Principal, ApiError> {
         tracing::info!(reason = "no token", "unauthenticated request");
         ApiError::unauthorized()
     })?;
-    let secret = api.config.jwt_secret().map_err(ApiError::internal)?;
+    let secret = &api.jwt_secret;
     auth::verify(token, secret).map_err(|error| {
         tracing::info!(reason = %error, "token refused");
         ApiError::unauthorized()

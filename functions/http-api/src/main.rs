@@ -17,11 +17,13 @@ async fn main() -> ExitCode {
     };
     let storage = Storage::from_env(&started.config.s3).await;
     let reader = QrReader::new(started.db, started.cache, started.config.qr);
-    let api = Arc::new(Api {
-        config: started.config,
-        reader,
-        storage,
-    });
+    let api = match Api::new(started.config, reader, storage) {
+        Ok(api) => Arc::new(api),
+        Err(error) => {
+            eprintln!("http-api: {error}");
+            return ExitCode::from(2);
+        }
+    };
     startup::warm_up(api.reader.db()).await;
     let result = lambda_http::run(service_fn(|request: Request| {
         let api = Arc::clone(&api);

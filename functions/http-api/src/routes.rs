@@ -294,7 +294,7 @@ pub async fn create_import(
             format!("files are limited to {max} bytes"),
         ));
     }
-    let bucket = api.config.import_bucket().map_err(ApiError::internal)?;
+    let bucket = api.bucket.as_str();
     let id = Uuid::new_v4();
     let key = format!("{}{id}/{name}", event::upload_prefix(kind));
     let client = api.reader.db().client().await.map_err(|error| {
@@ -384,7 +384,7 @@ pub async fn validate(
 ) -> Result<Response<Body>, ApiError> {
     require_admin(principal)?;
     let body: Validate = json_body(request)?;
-    let bucket = api.config.import_bucket().map_err(ApiError::internal)?;
+    let bucket = api.bucket.as_str();
     let unavailable = |error: shared::error::Error| {
         tracing::warn!(error = %error, "a service is unavailable for a dry run");
         ApiError::unavailable()
@@ -419,7 +419,7 @@ pub async fn validate(
         storage: &api.storage,
         settings: &api.config.import,
         qr: &api.config.qr,
-        jwt_secret: api.config.jwt_secret().map_err(ApiError::internal)?,
+        jwt_secret: &api.jwt_secret,
     };
     let dry = importer
         .dry_run(bucket, &key, options)

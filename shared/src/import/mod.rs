@@ -76,50 +76,34 @@ impl ImportSettings {
         let import_default = ImportSettings::default();
         let import = ImportSettings {
             limits: Limits {
-                max_bytes: parse_or(
-                    "IMPORT_MAX_BYTES",
-                    get("IMPORT_MAX_BYTES"),
-                    limits_default.max_bytes,
-                )?,
+                max_bytes: parse_or(&get, "IMPORT_MAX_BYTES", limits_default.max_bytes)?,
                 max_unpacked_bytes: parse_or(
+                    &get,
                     "IMPORT_MAX_UNPACKED_BYTES",
-                    get("IMPORT_MAX_UNPACKED_BYTES"),
                     limits_default.max_unpacked_bytes,
                 )?,
                 max_zip_entries: parse_or(
+                    &get,
                     "IMPORT_MAX_ZIP_ENTRIES",
-                    get("IMPORT_MAX_ZIP_ENTRIES"),
                     limits_default.max_zip_entries,
                 )?,
-                max_rows: parse_or(
-                    "IMPORT_MAX_ROWS",
-                    get("IMPORT_MAX_ROWS"),
-                    limits_default.max_rows,
-                )?,
-                max_columns: parse_or(
-                    "IMPORT_MAX_COLUMNS",
-                    get("IMPORT_MAX_COLUMNS"),
-                    limits_default.max_columns,
-                )?,
-                max_cells: parse_or(
-                    "IMPORT_MAX_CELLS",
-                    get("IMPORT_MAX_CELLS"),
-                    limits_default.max_cells,
-                )?,
+                max_rows: parse_or(&get, "IMPORT_MAX_ROWS", limits_default.max_rows)?,
+                max_columns: parse_or(&get, "IMPORT_MAX_COLUMNS", limits_default.max_columns)?,
+                max_cells: parse_or(&get, "IMPORT_MAX_CELLS", limits_default.max_cells)?,
             },
             time_limit: Duration::from_secs(parse_or(
+                &get,
                 "IMPORT_TIME_LIMIT_SECS",
-                get("IMPORT_TIME_LIMIT_SECS"),
                 import_default.time_limit.as_secs(),
             )?),
             busy_wait: Duration::from_secs(parse_or(
+                &get,
                 "IMPORT_BUSY_WAIT_SECS",
-                get("IMPORT_BUSY_WAIT_SECS"),
                 import_default.busy_wait.as_secs(),
             )?),
             password: parse_or::<PasswordPolicy>(
+                &get,
                 "IMPORT_PASSWORD_MODE",
-                get("IMPORT_PASSWORD_MODE"),
                 import_default.password,
             )?,
         };

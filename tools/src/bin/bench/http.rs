@@ -67,7 +67,7 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
         let cache = Cache::connect_lazily(&SecretString::from(redis_url.clone()), CacheSettings { ..config.cache.clone() })?;
         let reader = QrReader::new(Database::new(config.database.clone()), cache.clone(), config.qr);
         let storage = Storage::from_env(&config.s3).await;
-        let api = Api { config, reader, storage };
+        let api = Api::new(config, reader, storage)?;
         let exp = chrono::Utc::now().timestamp() + 3600;
         let token = encode(&Header::default(), &serde_json::json!({"id": "bench", "role": "ADMIN", "exp": exp}), &EncodingKey::from_secret(secret.as_bytes()))?;
 
