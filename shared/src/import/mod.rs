@@ -9,303 +9,30 @@ pub mod event;
 mod load;
 pub mod options;
 pub mod report;
+mod settings;
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cache::Cache;
 use crate::db::{self, Database, RowFilter};
-use crate::error::{parse_or, ConfigError, Error};
+use crate::error::Error;
 use crate::kind::Kind;
 use crate::qr::QrSettings;
 use crate::spreadsheet::{self, Limits, ParsedFile, Records};
 use crate::storage::{Storage, StorageError};
 use crate::warm::{self, WarmRequest};
-use claim::{Claim, Counts, Held, ImportRecord, ImportStatus, Outcome};
+use claim::{Claim, Counts, Held, ImportStatus, Outcome};
 use event::ImportTarget;
 pub use load::{Action, Change, UpdatedRow};
 use load::{Chunk, Loaded, Loader, Mode};
 pub use options::{BlankCells, ImportOptions};
-use report::{RejectedFile, RejectedRow};
+pub use report::{DryRun, ImportReport, PreviewRow, Timings};
+use report::{RejectedFile, RejectedRow, REJECTED_LISTED};
 use secrecy::SecretString;
-
-/// The password a new student gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PasswordPolicy {
-    /// A hash no one can log in with, and `password_reset_required`: students activate through
-    /// the app's date-of-birth + pincode reset. The default.
-    ResetRequired,
-    /// The app's old behaviour: bcrypt(`YYYYMMDD` + pincode, cost 12), guessable by anyone who
-    /// knows a student's birthday and pincode. `IMPORT_PASSWORD_MODE=legacy`.
-    LegacyDateOfBirthPincode,
-}
-
-impl std::str::FromStr for PasswordPolicy {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "reset" | "reset_required" => Ok(PasswordPolicy::ResetRequired),
-            "legacy" | "legacy_dob_pincode" => Ok(PasswordPolicy::LegacyDateOfBirthPincode),
-            other => Err(format!(
-                "`{other}` is not a password mode (reset or legacy)"
-            )),
-        }
-    }
-}
-
-/// Import settings from the environment (`IMPORT_*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImportSettings {
-    pub limits: Limits,
-    /// Longest a file may take to read; past it the import fails and nothing is written.
-    pub time_limit: Duration,
-    /// How long a delivery that finds another run at work waits for its outcome before failing
-    /// (so Lambda retries it, and finally sends it to the failure queue).
-    pub busy_wait: Duration,
-    pub password: PasswordPolicy,
-}
-
-impl ImportSettings {
-    /// The `IMPORT_*` variables, read through `get` (trimmed, empty as unset).
-    pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let limits_default = Limits::default();
-        let import_default = ImportSettings::default();
-        let import = ImportSettings {
-            limits: Limits {
-                max_bytes: parse_or(&get, "IMPORT_MAX_BYTES", limits_default.max_bytes)?,
-                max_unpacked_bytes: parse_or(
-                    &get,
-                    "IMPORT_MAX_UNPACKED_BYTES",
-                    limits_default.max_unpacked_bytes,
-                )?,
-                max_zip_entries: parse_or(
-                    &get,
-                    "IMPORT_MAX_ZIP_ENTRIES",
-                    limits_default.max_zip_entries,
-                )?,
-                max_rows: parse_or(&get, "IMPORT_MAX_ROWS", limits_default.max_rows)?,
-                max_columns: parse_or(&get, "IMPORT_MAX_COLUMNS", limits_default.max_columns)?,
-                max_cells: parse_or(&get, "IMPORT_MAX_CELLS", limits_default.max_cells)?,
-            },
-            time_limit: Duration::from_secs(parse_or(
-                &get,
-                "IMPORT_TIME_LIMIT_SECS",
-                import_default.time_limit.as_secs(),
-            )?),
-            busy_wait: Duration::from_secs(parse_or(
-                &get,
-                "IMPORT_BUSY_WAIT_SECS",
-                import_default.busy_wait.as_secs(),
-            )?),
-            password: parse_or::<PasswordPolicy>(
-                &get,
-                "IMPORT_PASSWORD_MODE",
-                import_default.password,
-            )?,
-        };
-        Ok(import)
-    }
-}
-
-impl Default for ImportSettings {
-    fn default() -> Self {
-        ImportSettings {
-            limits: Limits::default(),
-            time_limit: Duration::from_secs(300),
-            busy_wait: Duration::from_secs(30),
-            password: PasswordPolicy::ResetRequired,
-        }
-    }
-}
-
-/// Rejected rows listed in the `imports` row and in the function's response; the report has all.
-const REJECTED_LISTED: usize = 20;
-
-/// Milliseconds per stage. Stages follow one another, so they add up to the whole: the rows
-/// are loaded while the file is read, so `parse_ms` includes loading all but the last rows,
-/// and `load_ms` is what is left after the last row was read, and the commit.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct Timings {
-    pub download_ms: f64,
-    pub parse_ms: f64,
-    pub load_ms: f64,
-    pub report_ms: f64,
-    pub cache_ms: f64,
-}
-
-/// Everything about one import: the JSON report in S3 (and in the `imports` row, until the
-/// files are written) and, trimmed, the function's response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImportReport {
-    pub import_id: Uuid,
-    pub bucket: String,
-    pub key: String,
-    pub kind: String,
-    /// `processing` only when another run has the import.
-    pub status: ImportStatus,
-    /// True when this delivery found the import already done and changed nothing.
-    pub redelivered: bool,
-    pub options: ImportOptions,
-    pub counts: Counts,
-    /// Why the whole file was refused, if it was.
-    pub error: Option<String>,
-    pub sheet: Option<String>,
-    pub header_row: Option<u32>,
-    pub ignored_columns: Vec<String>,
-    /// Each updated row and every value that changed in it, old -> new.
-    pub changes: Vec<UpdatedRow>,
-    /// One entry per problem of each rejected row.
-    pub rejected: Vec<RejectedRow>,
-    /// The rejected rows with their cells as uploaded.
-    pub rejected_file: RejectedFile,
-    pub report_key: Option<String>,
-    pub rejected_key: Option<String>,
-    /// QR images cached for the inserted and updated rows.
-    pub qr_cached: u64,
-    pub timings: Timings,
-}
-
-impl ImportReport {
-    /// An import another run finished (or is running): its stored report when there is one,
-    /// else what the `imports` row says.
-    fn from_record(record: ImportRecord, stored: Option<serde_json::Value>) -> Self {
-        if let Some(mut report) =
-            stored.and_then(|v| serde_json::from_value::<ImportReport>(v).ok())
-        {
-            report.redelivered = true;
-            report.report_key = record.report_key.or(report.report_key);
-            report.rejected_key = record.rejected_key.or(report.rejected_key);
-            return report;
-        }
-        let error = record
-            .reasons
-            .get(0)
-            .and_then(|r| r.get("error"))
-            .and_then(|e| e.as_str())
-            .map(str::to_owned);
-        let rejected = serde_json::from_value(record.reasons.clone()).unwrap_or_default();
-        ImportReport {
-            import_id: record.id,
-            bucket: record.bucket.clone(),
-            key: record.object_key.clone(),
-            kind: record.kind.clone(),
-            status: record.status,
-            redelivered: true,
-            options: record.options(),
-            counts: Counts {
-                rows: record.rows_total,
-                inserted: record.rows_inserted,
-                updated: record.rows_updated,
-                unchanged: record.rows_unchanged,
-                rejected: record.rows_rejected,
-            },
-            error,
-            sheet: None,
-            header_row: None,
-            ignored_columns: Vec::new(),
-            changes: Vec::new(),
-            rejected,
-            rejected_file: RejectedFile::default(),
-            report_key: record.report_key,
-            rejected_key: record.rejected_key,
-            qr_cached: 0,
-            timings: Timings::default(),
-        }
-    }
-
-    /// The import's figures as CloudWatch metrics: rows by outcome, failures, duration.
-    pub fn metrics(&self) -> crate::telemetry::Metrics {
-        let t = &self.timings;
-        crate::telemetry::Metrics::new("import-spreadsheet")
-            .count("ImportRowsInserted", self.counts.inserted.max(0) as u64)
-            .count("ImportRowsUpdated", self.counts.updated.max(0) as u64)
-            .count("ImportRowsUnchanged", self.counts.unchanged.max(0) as u64)
-            .count("ImportRowsRejected", self.counts.rejected.max(0) as u64)
-            .count(
-                "ImportFailed",
-                u64::from(self.status == ImportStatus::Failed),
-            )
-            .count("QrCached", self.qr_cached)
-            .milliseconds(
-                "ImportDuration",
-                t.download_ms + t.parse_ms + t.load_ms + t.report_ms + t.cache_ms,
-            )
-    }
-
-    /// The response form: at most the first rejected rows and changes.
-    pub fn trimmed(mut self) -> Self {
-        self.rejected.truncate(REJECTED_LISTED);
-        self.changes.truncate(REJECTED_LISTED);
-        self.rejected_file.rows.truncate(REJECTED_LISTED);
-        self
-    }
-
-    fn new(id: Uuid, target: &ImportTarget, options: ImportOptions) -> Self {
-        ImportReport {
-            import_id: id,
-            bucket: target.bucket.clone(),
-            key: target.key.clone(),
-            kind: target.kind.table().into(),
-            status: ImportStatus::Processing,
-            redelivered: false,
-            options,
-            counts: Counts::default(),
-            error: None,
-            sheet: None,
-            header_row: None,
-            ignored_columns: Vec::new(),
-            changes: Vec::new(),
-            rejected: Vec::new(),
-            rejected_file: RejectedFile::default(),
-            report_key: None,
-            rejected_key: None,
-            qr_cached: 0,
-            timings: Timings::default(),
-        }
-    }
-}
-
-/// One row of a preview: what the import would do with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PreviewRow {
-    pub row: u32,
-    /// `insert`, `update`, `unchanged` or `rejected`.
-    pub action: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub changes: Vec<Change>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// What an import of a file would do, found without writing anything (`POST /imports/validate`),
-/// by the import's own reading and planning.
-#[derive(Debug, Clone, Serialize)]
-pub struct DryRun {
-    pub key: String,
-    pub kind: String,
-    /// `valid`, `partially_valid` or `invalid`.
-    pub status: String,
-    pub options: ImportOptions,
-    /// Why the whole file would be refused, if it would be.
-    pub error: Option<String>,
-    pub sheet: Option<String>,
-    pub header_row: Option<u32>,
-    pub ignored_columns: Vec<String>,
-    /// Totals by what would happen, as the import would count them.
-    pub counts: Counts,
-    pub valid_rows: usize,
-    pub rejected_rows: usize,
-    /// Every row, in sheet order.
-    pub rows: Vec<PreviewRow>,
-    pub changes: Vec<UpdatedRow>,
-    pub rejected: Vec<RejectedRow>,
-}
+pub use settings::{ImportSettings, PasswordPolicy};
 
 /// What an import needs; all made once at cold start.
 pub struct Importer<'a> {

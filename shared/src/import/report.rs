@@ -1,5 +1,5 @@
-//! What an admin downloads after an import: the JSON report with everything, and the rejected
-//! rows ready to fix and upload again, with every cell as uploaded plus the row's number and
+//! What an admin reads of an import: the report (the function's response, the JSON in S3, the
+//! dry run's answer), and the rejected rows ready to fix and upload again, with every cell as uploaded plus the row's number and
 //! the reasons (`.xlsx` for spreadsheet uploads, `.csv` for CSV ones). Neither runs anything in
 //! a spreadsheet program: xlsx cells are written as text, CSV cells that would start a formula
 //! get a leading `'`, which the reader drops again on re-upload.
@@ -9,6 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use rust_xlsxwriter::Workbook;
 use serde::{Deserialize, Serialize};
 
+use uuid::Uuid;
+
+use super::claim::{Counts, ImportRecord, ImportStatus};
+use super::event::ImportTarget;
+use super::load::{Change, UpdatedRow};
+use super::options::ImportOptions;
 use crate::spreadsheet::{guard_formula, OriginalRow, RowError};
 
 /// Headers of the two columns the rejected-rows file adds; no field answers to them, so a
@@ -126,6 +132,191 @@ impl RejectedFile {
         }
         workbook.save_to_buffer()
     }
+}
+
+/// Rejected rows listed in the `imports` row and in the function's response; the report has all.
+pub(super) const REJECTED_LISTED: usize = 20;
+
+/// Milliseconds per stage. Stages follow one another, so they add up to the whole: the rows
+/// are loaded while the file is read, so `parse_ms` includes loading all but the last rows,
+/// and `load_ms` is what is left after the last row was read, and the commit.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Timings {
+    pub download_ms: f64,
+    pub parse_ms: f64,
+    pub load_ms: f64,
+    pub report_ms: f64,
+    pub cache_ms: f64,
+}
+
+/// Everything about one import: the JSON report in S3 (and in the `imports` row, until the
+/// files are written) and, trimmed, the function's response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportReport {
+    pub import_id: Uuid,
+    pub bucket: String,
+    pub key: String,
+    pub kind: String,
+    /// `processing` only when another run has the import.
+    pub status: ImportStatus,
+    /// True when this delivery found the import already done and changed nothing.
+    pub redelivered: bool,
+    pub options: ImportOptions,
+    pub counts: Counts,
+    /// Why the whole file was refused, if it was.
+    pub error: Option<String>,
+    pub sheet: Option<String>,
+    pub header_row: Option<u32>,
+    pub ignored_columns: Vec<String>,
+    /// Each updated row and every value that changed in it, old -> new.
+    pub changes: Vec<UpdatedRow>,
+    /// One entry per problem of each rejected row.
+    pub rejected: Vec<RejectedRow>,
+    /// The rejected rows with their cells as uploaded.
+    pub rejected_file: RejectedFile,
+    pub report_key: Option<String>,
+    pub rejected_key: Option<String>,
+    /// QR images cached for the inserted and updated rows.
+    pub qr_cached: u64,
+    pub timings: Timings,
+}
+
+impl ImportReport {
+    /// An import another run finished (or is running): its stored report when there is one,
+    /// else what the `imports` row says.
+    pub(super) fn from_record(record: ImportRecord, stored: Option<serde_json::Value>) -> Self {
+        if let Some(mut report) =
+            stored.and_then(|v| serde_json::from_value::<ImportReport>(v).ok())
+        {
+            report.redelivered = true;
+            report.report_key = record.report_key.or(report.report_key);
+            report.rejected_key = record.rejected_key.or(report.rejected_key);
+            return report;
+        }
+        let error = record
+            .reasons
+            .get(0)
+            .and_then(|r| r.get("error"))
+            .and_then(|e| e.as_str())
+            .map(str::to_owned);
+        let rejected = serde_json::from_value(record.reasons.clone()).unwrap_or_default();
+        ImportReport {
+            import_id: record.id,
+            bucket: record.bucket.clone(),
+            key: record.object_key.clone(),
+            kind: record.kind.clone(),
+            status: record.status,
+            redelivered: true,
+            options: record.options(),
+            counts: Counts {
+                rows: record.rows_total,
+                inserted: record.rows_inserted,
+                updated: record.rows_updated,
+                unchanged: record.rows_unchanged,
+                rejected: record.rows_rejected,
+            },
+            error,
+            sheet: None,
+            header_row: None,
+            ignored_columns: Vec::new(),
+            changes: Vec::new(),
+            rejected,
+            rejected_file: RejectedFile::default(),
+            report_key: record.report_key,
+            rejected_key: record.rejected_key,
+            qr_cached: 0,
+            timings: Timings::default(),
+        }
+    }
+
+    /// The import's figures as CloudWatch metrics: rows by outcome, failures, duration.
+    pub fn metrics(&self) -> crate::telemetry::Metrics {
+        let t = &self.timings;
+        crate::telemetry::Metrics::new("import-spreadsheet")
+            .count("ImportRowsInserted", self.counts.inserted.max(0) as u64)
+            .count("ImportRowsUpdated", self.counts.updated.max(0) as u64)
+            .count("ImportRowsUnchanged", self.counts.unchanged.max(0) as u64)
+            .count("ImportRowsRejected", self.counts.rejected.max(0) as u64)
+            .count(
+                "ImportFailed",
+                u64::from(self.status == ImportStatus::Failed),
+            )
+            .count("QrCached", self.qr_cached)
+            .milliseconds(
+                "ImportDuration",
+                t.download_ms + t.parse_ms + t.load_ms + t.report_ms + t.cache_ms,
+            )
+    }
+
+    /// The response form: at most the first rejected rows and changes.
+    pub fn trimmed(mut self) -> Self {
+        self.rejected.truncate(REJECTED_LISTED);
+        self.changes.truncate(REJECTED_LISTED);
+        self.rejected_file.rows.truncate(REJECTED_LISTED);
+        self
+    }
+
+    pub(super) fn new(id: Uuid, target: &ImportTarget, options: ImportOptions) -> Self {
+        ImportReport {
+            import_id: id,
+            bucket: target.bucket.clone(),
+            key: target.key.clone(),
+            kind: target.kind.table().into(),
+            status: ImportStatus::Processing,
+            redelivered: false,
+            options,
+            counts: Counts::default(),
+            error: None,
+            sheet: None,
+            header_row: None,
+            ignored_columns: Vec::new(),
+            changes: Vec::new(),
+            rejected: Vec::new(),
+            rejected_file: RejectedFile::default(),
+            report_key: None,
+            rejected_key: None,
+            qr_cached: 0,
+            timings: Timings::default(),
+        }
+    }
+}
+
+/// One row of a preview: what the import would do with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreviewRow {
+    pub row: u32,
+    /// `insert`, `update`, `unchanged` or `rejected`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What an import of a file would do, found without writing anything (`POST /imports/validate`),
+/// by the import's own reading and planning.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub key: String,
+    pub kind: String,
+    /// `valid`, `partially_valid` or `invalid`.
+    pub status: String,
+    pub options: ImportOptions,
+    /// Why the whole file would be refused, if it would be.
+    pub error: Option<String>,
+    pub sheet: Option<String>,
+    pub header_row: Option<u32>,
+    pub ignored_columns: Vec<String>,
+    /// Totals by what would happen, as the import would count them.
+    pub counts: Counts,
+    pub valid_rows: usize,
+    pub rejected_rows: usize,
+    /// Every row, in sheet order.
+    pub rows: Vec<PreviewRow>,
+    pub changes: Vec<UpdatedRow>,
+    pub rejected: Vec<RejectedRow>,
 }
 
 #[cfg(test)]

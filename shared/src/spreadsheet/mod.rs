@@ -19,6 +19,7 @@ mod headers;
 mod read;
 pub mod template;
 mod validate;
+mod values;
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -30,10 +31,10 @@ use crate::kind::Kind;
 
 pub use cells::{guard_formula, FORMULA_STARTS};
 pub use headers::{normalize as normalize_header, Column, Field, SYNONYMS};
-pub use validate::{
-    max_chars, Email, EventRef, Optional, OriginalRow, Phone, Pincode, Records, RegistrationNo,
-    RowError, SchoolRef, StallNumber, StallRecord, StudentRecord, BATCH_YEARS, EARLIEST_BIRTH_DATE,
-    MIN_AGE_YEARS,
+pub use validate::{Records, RowError, StallRecord, StudentRecord};
+pub use values::{
+    max_chars, Email, EventRef, Optional, OriginalRow, Phone, Pincode, RegistrationNo, SchoolRef,
+    StallNumber, BATCH_YEARS, EARLIEST_BIRTH_DATE, MIN_AGE_YEARS,
 };
 
 /// A file format, named by the uploaded file's extension.

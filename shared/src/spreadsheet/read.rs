@@ -11,7 +11,8 @@ use chrono::NaiveDate;
 
 use super::cells::{clean, unguard_formula, Cell};
 use super::headers::{Field, HeaderMap};
-use super::validate::{OriginalRow, Records, RowValidator};
+use super::validate::{Records, RowValidator};
+use super::values::OriginalRow;
 use super::{FileError, Format, Limits, ParsedFile, HEADER_SEARCH_ROWS};
 use crate::kind::Kind;
 

@@ -14,7 +14,7 @@ use rust_xlsxwriter::{
 use uuid::Uuid;
 
 use super::headers::Field;
-use super::validate::{max_chars, BATCH_YEARS, EARLIEST_BIRTH_DATE, MIN_AGE_YEARS};
+use super::values::{max_chars, BATCH_YEARS, EARLIEST_BIRTH_DATE, MIN_AGE_YEARS};
 use crate::kind::Kind;
 
 /// Name of the second sheet.

@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use rust_xlsxwriter::{ExcelDateTime, Format as CellFormat, Formula, Workbook};
 use zip::write::SimpleFileOptions;
 
-use super::validate::Optional;
+use super::values::Optional;
 use super::*;
 
 const TEMPLATE_HEADERS: [&str; 10] = [
