@@ -2,14 +2,14 @@
 //! `{id, role, exp}` (plus `email` or `registration_no`, which are not needed here), sent as
 //! `Authorization: Bearer <token>` or as the app's `token` cookie.
 //!
-//! The algorithm is pinned twice: the header's `alg` must be exactly `HS256` before anything else
-//! is looked at, and jsonwebtoken's `Validation` allows HS256 only. `exp` is required and checked
-//! against the caller's clock with [`LEEWAY_SECS`] of grace.
+//! jsonwebtoken checks what it knows: the algorithm (HS256 only; a header naming any other, or
+//! `none`, is refused before the signature is looked at), the signature, `exp` (required) and
+//! `nbf` with [`LEEWAY_SECS`] of grace. What only the app defines, `id` and `role`, is checked
+//! here.
 //!
 //! Every refusal is an [`AuthError`] (401) whose message is a short reason for the logs; none
 //! carries any part of the token or the secret. Callers return a generic message to the client.
 
-use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::{ExposeSecret, SecretString};
@@ -17,13 +17,17 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// Clock skew allowed on `exp` (and `nbf`, when a token has one), in seconds.
-pub const LEEWAY_SECS: i64 = 30;
+pub const LEEWAY_SECS: u64 = 30;
 
 /// Tokens longer than this are refused unread. The app's are about 250 characters.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// The cookie the app keeps its session token in (`COOKIE_CONFIG.TOKEN_NAME`).
 pub const COOKIE_NAME: &str = "token";
+
+/// Why a token whose header or claims jsonwebtoken cannot read is refused.
+const UNREADABLE_JSON: &str =
+    "header or claims unreadable (an algorithm other than HS256, or not JSON of a JWT's shape)";
 
 /// Longest `id` claim accepted (the app's ids are UUIDs).
 const MAX_ID_LEN: usize = 128;
@@ -203,11 +207,6 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 
 /// Verifies a session token against the current time.
 pub fn verify(token: &str, secret: &SecretString) -> Result<Principal, AuthError> {
-    verify_at(token, secret, chrono::Utc::now().timestamp())
-}
-
-/// Verifies a session token as of `now` (seconds since the Unix epoch).
-pub fn verify_at(token: &str, secret: &SecretString, now: i64) -> Result<Principal, AuthError> {
     let token = token.trim();
     if token.is_empty() {
         return Err(AuthError::Missing);
@@ -215,57 +214,39 @@ pub fn verify_at(token: &str, secret: &SecretString, now: i64) -> Result<Princip
     if token.len() > MAX_TOKEN_LEN {
         return Err(AuthError::Malformed("too long"));
     }
-    let mut parts = token.split('.');
-    let (Some(header), Some(_payload), Some(_signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AuthError::Malformed("not three dot-separated parts"));
-    };
-    check_algorithm(header)?;
-
     let mut validation = Validation::new(Algorithm::HS256);
-    // `exp` must be present and numeric (jsonwebtoken checks that); it is compared with `now`
-    // below, so the check does not depend on the library's own clock.
     validation.set_required_spec_claims(&["exp"]);
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.leeway = 0;
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECS;
     let key = DecodingKey::from_secret(secret.expose_secret().as_bytes());
     let claims: Claims = jsonwebtoken::decode(token, &key, &validation)
-        .map_err(|error| map_jwt_error(error.kind()))?
+        .map_err(|error| match error.kind() {
+            // The header named another algorithm jsonwebtoken knows: say which, for the logs.
+            ErrorKind::InvalidAlgorithm => AuthError::WrongAlgorithm(
+                jsonwebtoken::decode_header(token).map_or("unknown", |h| algorithm_label(h.alg)),
+            ),
+            kind => map_jwt_error(kind),
+        })?
         .claims;
-    claims.into_principal(now)
+    claims.into_principal()
 }
 
-/// The header's `alg` must be exactly `HS256`; anything else is named (from a fixed list, so a
-/// hostile header cannot put text into the logs).
-fn check_algorithm(header: &str) -> Result<(), AuthError> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| AuthError::Malformed("header is not base64url"))?;
-    let header: Value =
-        serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed("header is not JSON"))?;
-    let Value::Object(header) = header else {
-        return Err(AuthError::Malformed("header is not a JSON object"));
-    };
-    match header.get("alg") {
-        Some(Value::String(alg)) if alg == "HS256" => Ok(()),
-        Some(Value::String(alg)) => Err(AuthError::WrongAlgorithm(algorithm_label(alg))),
-        Some(_) => Err(AuthError::WrongAlgorithm("not a string")),
-        None => Err(AuthError::WrongAlgorithm("missing")),
+fn algorithm_label(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::EdDSA => "EdDSA",
+        _ => "unknown",
     }
-}
-
-fn algorithm_label(alg: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "none", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
-        "ES384", "ES512", "EdDSA",
-    ];
-    KNOWN
-        .iter()
-        .find(|known| known.eq_ignore_ascii_case(alg))
-        .copied()
-        .unwrap_or("unknown")
 }
 
 fn map_jwt_error(kind: &ErrorKind) -> AuthError {
@@ -284,45 +265,27 @@ fn map_jwt_error(kind: &ErrorKind) -> AuthError {
         ErrorKind::InvalidIssuer => AuthError::InvalidClaims("iss"),
         ErrorKind::InvalidSubject => AuthError::InvalidClaims("sub"),
         ErrorKind::Base64(_) => AuthError::Malformed("not base64url"),
-        ErrorKind::Json(_) => AuthError::Malformed("not JSON of the expected shape"),
+        // jsonwebtoken reads the header into its list of algorithms: `none`, a missing `alg` or
+        // one it does not know fail here, before the signature is looked at.
+        ErrorKind::Json(_) => AuthError::Malformed(UNREADABLE_JSON),
         ErrorKind::Utf8(_) => AuthError::Malformed("not UTF-8"),
         ErrorKind::InvalidToken => AuthError::Malformed("not a JWT"),
         _ => AuthError::Malformed("unreadable"),
     }
 }
 
-/// The claims read; each is checked by hand so that a wrong type has its own reason.
+/// The app's own claims (the registered ones are jsonwebtoken's to check); each is read by
+/// hand so that a missing and a wrong one have their own reasons.
 #[derive(Deserialize)]
 struct Claims {
     #[serde(default)]
     id: Option<Value>,
     #[serde(default)]
     role: Option<Value>,
-    #[serde(default)]
-    exp: Option<Value>,
-    #[serde(default)]
-    nbf: Option<Value>,
 }
 
 impl Claims {
-    fn into_principal(self, now: i64) -> Result<Principal, AuthError> {
-        let exp = match &self.exp {
-            None | Some(Value::Null) => return Err(AuthError::MissingClaims("exp")),
-            Some(value) => seconds(value).ok_or(AuthError::InvalidClaims("exp"))?,
-        };
-        if now > exp.saturating_add(LEEWAY_SECS) {
-            return Err(AuthError::Expired);
-        }
-        match &self.nbf {
-            None | Some(Value::Null) => {}
-            Some(value) => {
-                let nbf = seconds(value).ok_or(AuthError::InvalidClaims("nbf"))?;
-                if nbf > now.saturating_add(LEEWAY_SECS) {
-                    return Err(AuthError::NotYetValid);
-                }
-            }
-        }
-
+    fn into_principal(self) -> Result<Principal, AuthError> {
         let id = match self.id {
             None | Some(Value::Null) => return Err(AuthError::MissingClaims("id")),
             Some(Value::String(id)) => {
@@ -350,28 +313,20 @@ impl Claims {
     }
 }
 
-/// A NumericDate: whole seconds, or a fraction of them (rounded down).
-fn seconds(value: &Value) -> Option<i64> {
-    let Value::Number(n) = value else {
-        return None;
-    };
-    if let Some(i) = n.as_i64() {
-        return Some(i);
-    }
-    let f = n.as_f64()?;
-    (f.is_finite() && f.abs() < 1e15).then(|| f.floor() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
 
     use super::*;
 
     const SECRET: &str = "the-apps-jwt-secret-for-tests";
-    const NOW: i64 = 1_750_000_000;
+    /// The real clock: jsonwebtoken checks `exp` and `nbf` against it.
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
 
     fn secret() -> SecretString {
         SecretString::from(SECRET)
@@ -414,13 +369,13 @@ mod tests {
             "id": "6f1c2a9e-3b7d-4e5f-8a90-1b2c3d4e5f60",
             "email": "admin@example.com",
             "role": "ADMIN",
-            "iat": NOW - 60,
-            "exp": NOW + 3600,
+            "iat": now() - 60,
+            "exp": now() + 3600,
         })
     }
 
     fn verify(token: &str) -> Result<Principal, AuthError> {
-        verify_at(token, &secret(), NOW)
+        super::verify(token, &secret())
     }
 
     #[test]
@@ -453,8 +408,8 @@ mod tests {
             "id": "b2c3d4e5-0000-4000-8000-000000000001",
             "registration_no": "2025001",
             "role": "STUDENT",
-            "iat": NOW,
-            "exp": NOW + 86_400,
+            "iat": now(),
+            "exp": now() + 86_400,
         }));
         let principal = verify(&token).unwrap();
         assert_eq!(principal.role, Role::Student);
@@ -566,21 +521,21 @@ mod tests {
     #[test]
     fn expiry_is_checked_with_a_small_leeway() {
         let mut claims = admin_claims();
-        claims["exp"] = json!(NOW - LEEWAY_SECS - 1);
+        claims["exp"] = json!(now() - LEEWAY_SECS as i64 - 5);
         assert_eq!(verify(&mint(claims)).unwrap_err(), AuthError::Expired);
 
         let mut claims = admin_claims();
-        claims["exp"] = json!(NOW - 3600);
+        claims["exp"] = json!(now() - 3600);
         assert_eq!(verify(&mint(claims)).unwrap_err(), AuthError::Expired);
 
         // Within the leeway: still accepted.
         let mut claims = admin_claims();
-        claims["exp"] = json!(NOW - LEEWAY_SECS + 1);
+        claims["exp"] = json!(now() - LEEWAY_SECS as i64 + 5);
         assert!(verify(&mint(claims)).is_ok());
 
         // A fractional NumericDate is read too.
         let mut claims = admin_claims();
-        claims["exp"] = json!((NOW - 3600) as f64 + 0.5);
+        claims["exp"] = json!((now() - 3600) as f64 + 0.5);
         assert_eq!(verify(&mint(claims)).unwrap_err(), AuthError::Expired);
     }
 
@@ -623,10 +578,10 @@ mod tests {
     #[test]
     fn a_future_nbf_is_refused() {
         let mut claims = admin_claims();
-        claims["nbf"] = json!(NOW + 3600);
+        claims["nbf"] = json!(now() + 3600);
         assert_eq!(verify(&mint(claims)).unwrap_err(), AuthError::NotYetValid);
         let mut claims = admin_claims();
-        claims["nbf"] = json!(NOW - 10);
+        claims["nbf"] = json!(now() - 10);
         assert!(verify(&mint(claims)).is_ok());
     }
 
@@ -641,22 +596,19 @@ mod tests {
             assert!(token.ends_with('.'));
             assert_eq!(
                 verify(&token).unwrap_err(),
-                AuthError::WrongAlgorithm("none"),
+                AuthError::Malformed(UNREADABLE_JSON),
                 "{alg}"
             );
         }
-        // Even with a valid HS256 signature over it.
-        let token = crafted(&json!({"alg": "none", "typ": "JWT"}), &admin_claims(), None);
-        assert_eq!(
-            verify(&token).unwrap_err(),
-            AuthError::WrongAlgorithm("none")
-        );
-        // No alg at all.
-        let token = crafted(&json!({"typ": "JWT"}), &admin_claims(), None);
-        assert_eq!(
-            verify(&token).unwrap_err(),
-            AuthError::WrongAlgorithm("missing")
-        );
+        // Even with a valid HS256 signature over it, and with no alg at all.
+        for header in [json!({"alg": "none", "typ": "JWT"}), json!({"typ": "JWT"})] {
+            let token = crafted(&header, &admin_claims(), None);
+            assert_eq!(
+                verify(&token).unwrap_err(),
+                AuthError::Malformed(UNREADABLE_JSON),
+                "{header}"
+            );
+        }
     }
 
     #[test]
@@ -676,25 +628,19 @@ mod tests {
             let token = crafted(&json!({"alg": alg, "typ": "JWT"}), &admin_claims(), None);
             assert_eq!(
                 verify(&token).unwrap_err(),
-                AuthError::WrongAlgorithm(algorithm_label(alg)),
+                AuthError::WrongAlgorithm(alg),
                 "{alg}"
             );
         }
-        let token = crafted(&json!({"alg": "HS256 "}), &admin_claims(), None);
-        assert_eq!(
-            verify(&token).unwrap_err(),
-            AuthError::WrongAlgorithm("unknown")
-        );
-        let token = crafted(&json!({"alg": "hs256"}), &admin_claims(), None);
-        assert!(matches!(
-            verify(&token).unwrap_err(),
-            AuthError::WrongAlgorithm(_)
-        ));
-        let token = crafted(&json!({"alg": 256}), &admin_claims(), None);
-        assert_eq!(
-            verify(&token).unwrap_err(),
-            AuthError::WrongAlgorithm("not a string")
-        );
+        // Spellings of an algorithm jsonwebtoken does not know are refused while it reads them.
+        for alg in [json!("HS256 "), json!("hs256"), json!(256)] {
+            let token = crafted(&json!({ "alg": alg }), &admin_claims(), None);
+            assert_eq!(
+                verify(&token).unwrap_err(),
+                AuthError::Malformed(UNREADABLE_JSON),
+                "{alg}"
+            );
+        }
     }
 
     #[test]
