@@ -18,7 +18,7 @@
 //! one of the file's keys meanwhile, the COPY fails on the unique key and the import fails, to
 //! be retried; the retry sees the row as it now is.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::{pin_mut, TryStreamExt};
@@ -729,12 +729,17 @@ impl<'a> Loader<'a> {
     }
 
     /// Counts the plan, lists its changes, and answers which rows must be written.
-    fn record_plan<C>(&mut self, planned: &[Planned<C>], changed: &[(usize, Vec<Change>)]) {
-        let changed_rows: HashSet<usize> = changed.iter().map(|(i, _)| *i).collect();
+    fn record_plan<C>(
+        &mut self,
+        planned: &[Planned<C>],
+        changed: Vec<(usize, Vec<Change>)>,
+    ) -> Vec<usize> {
+        // `changed` is in plan order: one pass marks the updates.
+        let mut updates = changed.iter().map(|(i, _)| *i).peekable();
         for (index, row) in planned.iter().enumerate() {
             let action = match row.existing {
                 None => Action::Insert,
-                Some(_) if changed_rows.contains(&index) => Action::Update,
+                Some(_) if updates.next_if_eq(&index).is_some() => Action::Update,
                 Some(_) => Action::Unchanged,
             };
             self.loaded.actions.push((row.row, action));
@@ -744,13 +749,16 @@ impl<'a> Loader<'a> {
                 Action::Unchanged => self.loaded.unchanged += 1,
             }
         }
+        let mut indices = Vec::with_capacity(changed.len());
         for (index, changes) in changed {
+            indices.push(index);
             self.loaded.changes.push(UpdatedRow {
-                row: planned[*index].row,
-                key: planned[*index].key.clone(),
-                changes: changes.clone(),
+                row: planned[index].row,
+                key: planned[index].key.clone(),
+                changes,
             });
         }
+        indices
     }
 
     /// Undoes the plan's counting for rows the database refused while writing.
@@ -879,14 +887,13 @@ impl<'a> Loader<'a> {
                 student_changes(old, new, &self.existing)
             });
         }
-        self.record_plan(&planned, &changed);
+        let changed = self.record_plan(&planned, changed);
         if self.mode == Mode::Preview {
             return Ok(());
         }
         let new: Vec<&Planned<StudentColumns>> =
             planned.iter().filter(|p| p.existing.is_none()).collect();
-        let updates: Vec<&Planned<StudentColumns>> =
-            changed.iter().map(|(i, _)| &planned[*i]).collect();
+        let updates: Vec<&Planned<StudentColumns>> = changed.iter().map(|&i| &planned[i]).collect();
         let inserted = self.insert_students(&new).await?;
         let (updated, refused) = isolating(
             self.client,
@@ -1039,7 +1046,7 @@ impl<'a> Loader<'a> {
                 stall_changes(old, new, &self.existing)
             });
         }
-        self.record_plan(&planned, &changed);
+        let changed = self.record_plan(&planned, changed);
         if self.mode == Mode::Preview {
             return Ok(());
         }
@@ -1061,8 +1068,7 @@ impl<'a> Loader<'a> {
             isolating(client, &new, "inserting new stalls", copy_stalls).await?;
         let new_planned: Vec<&Planned<StallColumns>> = new.iter().map(|row| row.planned).collect();
         self.refused(&new_planned, refused, Field::StallNumber);
-        let updates: Vec<&Planned<StallColumns>> =
-            changed.iter().map(|(i, _)| &planned[*i]).collect();
+        let updates: Vec<&Planned<StallColumns>> = changed.iter().map(|&i| &planned[i]).collect();
         let (updated, refused) = isolating(
             client,
             &updates,

@@ -193,16 +193,18 @@ impl Importer<'_> {
             }
         })
         .await;
-        let report = match result {
-            Ok(Some(report)) => report,
+        let (mut report, touched) = match result {
+            Ok(Some(ran)) => ran,
             Ok(None) => {
                 let record = claim::find(&client, id)
                     .await?
                     .ok_or(Error::ImportState(id, "its row vanished"))?;
                 tracing::info!(import_id = %id, key = %target.key, status = %record.status, "already imported; returning the earlier outcome");
                 let unfinished = claim::unfinished(&client, id).await?;
-                let mut report = ImportReport::from_record(record, unfinished.report.clone());
-                self.complete(&client, &mut report, unfinished).await?;
+                let write_report = unfinished.report.is_some();
+                let mut report = ImportReport::from_record(record, unfinished.report);
+                self.complete(&client, &mut report, write_report, unfinished.qr_pending)
+                    .await?;
                 return Ok(report);
             }
             Err(Halt::Busy) => return self.await_other_run(&client, id).await,
@@ -219,11 +221,10 @@ impl Importer<'_> {
                 return Err(error);
             }
         };
-        let mut report = report;
         release_freed_memory();
-        let unfinished = claim::unfinished(&client, id).await?;
-        self.complete(&client, &mut report, unfinished).await?;
-        report.redelivered = false;
+        // This run knows what its commit left to do: no need to read it back.
+        self.complete(&client, &mut report, true, Some(touched))
+            .await?;
         tracing::info!(
             import_id = %id, status = %report.status, inserted = report.counts.inserted, updated = report.counts.updated,
             unchanged = report.counts.unchanged, rejected = report.counts.rejected, qr_cached = report.qr_cached, "import finished"
@@ -232,20 +233,22 @@ impl Importer<'_> {
         Ok(report)
     }
 
-    /// Writes what a committed import still owes: its report files, then its QR images. Run
-    /// after the commit by the run itself, and again by any redelivery that finds them missing.
+    /// Writes what a committed import still owes: its report files, then the QR images of
+    /// `qr_pending`. Run after the commit by the run itself, and again by any redelivery that
+    /// finds them missing.
     async fn complete(
         &self,
         client: &tokio_postgres::Client,
         report: &mut ImportReport,
-        unfinished: claim::Unfinished,
+        write_report: bool,
+        qr_pending: Option<Vec<Uuid>>,
     ) -> Result<(), Error> {
-        if unfinished.report.is_some() {
+        if write_report {
             let started = Instant::now();
             self.write_report(client, report).await?;
             report.timings.report_ms = ms(started);
         }
-        if let Some(ids) = unfinished.qr_pending {
+        if let Some(ids) = qr_pending {
             let started = Instant::now();
             let kind: Kind = report
                 .kind
@@ -469,12 +472,13 @@ impl Importer<'_> {
 
     /// Imports the file in the open transaction that holds the claim. A refused file rolls back
     /// what it loaded (to the savepoint) and is recorded as failed in the same transaction.
+    /// Answers the report and the ids of the rows whose QR images are to be cached.
     async fn run(
         &self,
         client: &tokio_postgres::Client,
         target: &ImportTarget,
         held: &Held,
-    ) -> Result<ImportReport, Halt> {
+    ) -> Result<(ImportReport, Vec<Uuid>), Halt> {
         let options = held.record.options();
         let mut report = ImportReport::new(held.record.id, target, options);
         tracing::info!(import_id = %report.import_id, key = %target.key, kind = %target.kind, attempt = held.attempt, "importing");
@@ -560,7 +564,7 @@ impl Importer<'_> {
             },
         )
         .await?;
-        Ok(report)
+        Ok((report, touched))
     }
 
     /// `reports/{id}.json` and, when rows were refused, `reports/{id}-rejected.{xlsx|csv}`, in
