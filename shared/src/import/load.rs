@@ -763,21 +763,25 @@ impl<'a> Loader<'a> {
 
     /// Undoes the plan's counting for rows the database refused while writing.
     fn refused<C>(&mut self, planned: &[&Planned<C>], refused: Vec<(usize, String)>, field: Field) {
+        if refused.is_empty() {
+            return;
+        }
+        // One pass over what was counted, however many rows the database refused.
+        let rows: std::collections::HashSet<u32> = refused
+            .iter()
+            .map(|(index, _)| planned[*index].row)
+            .collect();
         for (index, reason) in refused {
             let row = planned[index];
-            let action = if row.existing.is_some() {
+            if row.existing.is_some() {
                 self.loaded.updated -= 1;
-                self.loaded.changes.retain(|c| c.row != row.row);
-                Action::Update
             } else {
                 self.loaded.inserted -= 1;
-                Action::Insert
-            };
-            self.loaded
-                .actions
-                .retain(|(r, a)| !(*r == row.row && *a == action));
+            }
             self.reject(row.row, field, reason);
         }
+        self.loaded.changes.retain(|c| !rows.contains(&c.row));
+        self.loaded.actions.retain(|(row, _)| !rows.contains(row));
     }
 
     async fn load_students(
