@@ -13,6 +13,40 @@ use crate::error::Error;
 /// The part of every key after the configured prefix, as the app's QR service writes it.
 pub const KEY_NAMESPACE: &str = "qr:image:";
 
+/// What this project counts of the reads it serves, one pair of counters per kind of image,
+/// beside the images under the same prefix: the API adds to them, the hit-rate sampler reads
+/// them, so the figure covers every instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadCounter {
+    /// Static images (`qr:image:*`) the API served.
+    Static,
+    /// Rotating images (`qr:rotating:*`) the API served.
+    Rotating,
+}
+
+impl ReadCounter {
+    pub const ALL: [ReadCounter; 2] = [ReadCounter::Static, ReadCounter::Rotating];
+
+    /// The `(hits, misses)` counter keys.
+    pub fn keys(self, prefix: &str) -> (String, String) {
+        let name = match self {
+            ReadCounter::Static => "qr:api:",
+            ReadCounter::Rotating => "qr:api:rotating:",
+        };
+        (
+            format!("{prefix}{name}hits"),
+            format!("{prefix}{name}misses"),
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadCounter::Static => "static",
+            ReadCounter::Rotating => "rotating",
+        }
+    }
+}
+
 /// Where and for how long entries live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheSettings {
@@ -137,6 +171,15 @@ impl Cache {
     /// Stores each `(key, value)` with the TTL in one round trip. `SET` replaces an entry
     /// atomically, so a reader sees the old image or the new one, never none.
     pub async fn store(&self, entries: &[(String, String)]) -> Result<(), Error> {
+        self.store_for(entries, self.settings.ttl).await
+    }
+
+    /// [`Cache::store`] with another TTL (rotating images live to the end of their window).
+    pub async fn store_for(
+        &self,
+        entries: &[(String, String)],
+        ttl: Duration,
+    ) -> Result<(), Error> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -146,7 +189,7 @@ impl Cache {
                 .arg(key)
                 .arg(value)
                 .arg("EX")
-                .arg(self.settings.ttl_secs())
+                .arg(ttl.as_secs().max(1))
                 .ignore();
         }
         let mut connection = self.connection.clone();

@@ -1,6 +1,7 @@
 //! The environment becomes a typed `Config`, read in one place. Names are the Node app's, so one
 //! `.env` serves both. Secrets are wrapped so `Debug` and logs cannot show them.
 
+use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -18,6 +19,19 @@ use crate::storage::S3Settings;
 const DATABASE_URL: &str = "NEON_DATABASE_URL";
 const DATABASE_URL_ALIAS: &str = "DATABASE_URL";
 const REDIS_URL: &str = "REDIS_URL";
+/// The Node app's own Redis variables (its `config/redis.js`); it never reads `REDIS_URL`.
+const REDIS_HOST: &str = "REDIS_HOST";
+const REDIS_PORT: &str = "REDIS_PORT";
+const REDIS_USERNAME: &str = "REDIS_USERNAME";
+const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
+const REDIS_DB: &str = "REDIS_DB";
+const REDIS_APP_VARIABLES: [&str; 5] = [
+    REDIS_HOST,
+    REDIS_PORT,
+    REDIS_USERNAME,
+    REDIS_PASSWORD,
+    REDIS_DB,
+];
 const QR_MARGIN: &str = "QR_MARGIN";
 const QR_WIDTH_PX: &str = "QR_WIDTH_PX";
 const QR_CACHE_TTL_SECS: &str = "QR_CACHE_TTL_SECS";
@@ -30,6 +44,8 @@ const IMPORT_BUCKET: &str = "IMPORT_BUCKET";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseSettings,
+    /// `REDIS_URL`, or the URL of the server the app's `REDIS_HOST`, `REDIS_PORT`,
+    /// `REDIS_USERNAME`, `REDIS_PASSWORD` and `REDIS_DB` name.
     pub redis_url: SecretString,
     pub cache: CacheSettings,
     pub qr: QrSettings,
@@ -44,6 +60,43 @@ pub struct Config {
     /// Needed by the importer and the HTTP API only; see [`Config::import_bucket`].
     #[cfg(feature = "imports")]
     import_bucket: Option<String>,
+    /// What start-up should say about settings that work but may not do what was meant; kept as
+    /// data so reading the configuration stays free of side effects.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// A setting that works but may not do what its author meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigWarning {
+    /// `REDIS_URL` is used while some of the app's own Redis variables, named here, are set
+    /// too: the app reads only those, so it and these functions may use different servers.
+    RedisUrlShadowsHost { ignored: Vec<&'static str> },
+}
+
+impl ConfigWarning {
+    /// A stable name, for filtering logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigWarning::RedisUrlShadowsHost { .. } => "RedisUrlShadowsHost",
+        }
+    }
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigWarning::RedisUrlShadowsHost { ignored } => write!(
+                f,
+                "REDIS_URL is set, and so {} {}: these functions use REDIS_URL and ignore {}, \
+                 while the Node app reads REDIS_HOST/REDIS_PORT/REDIS_USERNAME/REDIS_PASSWORD/\
+                 REDIS_DB and ignores REDIS_URL, so the two may be using different Redis \
+                 servers; keep one form",
+                if ignored.len() == 1 { "is" } else { "are" },
+                ignored.join(", "),
+                if ignored.len() == 1 { "it" } else { "them" },
+            ),
+        }
+    }
 }
 
 impl Config {
@@ -67,20 +120,23 @@ impl Config {
         )?;
         let database = DatabaseSettings::parse(&database_url)?;
 
-        let redis_url = get(REDIS_URL).ok_or(ConfigError::Missing(
-            REDIS_URL,
-            "set it to redis://host:6379 or rediss://... for TLS",
-        ))?;
-        if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
-            return Err(ConfigError::Invalid {
-                name: REDIS_URL,
-                reason: "must start with redis:// or rediss://".into(),
-            });
-        }
-        redis::Client::open(redis_url.as_str()).map_err(|_| ConfigError::Invalid {
-            name: REDIS_URL,
-            reason: "not a valid Redis URL".into(),
-        })?;
+        // The app hands its username and password to Redis untrimmed; so do we.
+        let exact = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let mut warnings = Vec::new();
+        let redis_url = match get(REDIS_URL) {
+            Some(url) => {
+                check_redis_url(&url)?;
+                let ignored: Vec<&'static str> = REDIS_APP_VARIABLES
+                    .into_iter()
+                    .filter(|name| exact(name).is_some())
+                    .collect();
+                if !ignored.is_empty() {
+                    warnings.push(ConfigWarning::RedisUrlShadowsHost { ignored });
+                }
+                url
+            }
+            None => redis_url_from_app_variables(&get, &exact)?,
+        };
 
         let ttl_secs: u64 = parse_or(&get, QR_CACHE_TTL_SECS, 86_400)?;
         if ttl_secs == 0 {
@@ -144,6 +200,7 @@ impl Config {
             jwt_secret: get(JWT_SECRET).map(SecretString::from),
             #[cfg(feature = "imports")]
             import_bucket: get(IMPORT_BUCKET),
+            warnings,
         })
     }
 
@@ -163,6 +220,122 @@ impl Config {
             "set it to the S3 bucket that receives uploads under imports/",
         ))
     }
+}
+
+fn check_redis_url(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(ConfigError::Invalid {
+            name: REDIS_URL,
+            reason: "must start with redis:// or rediss://".into(),
+        });
+    }
+    redis::Client::open(url).map_err(|_| ConfigError::Invalid {
+        name: REDIS_URL,
+        reason: "not a valid Redis URL".into(),
+    })?;
+    Ok(())
+}
+
+/// The URL of the server the Node app's own variables name, read as its `config/redis.js`
+/// reads them: plain TCP (the app sets no TLS), port 6379 and database 0 unless set. Building a
+/// URL keeps one way to connect, and redis-rs selects the URL's database on every reconnection.
+fn redis_url_from_app_variables(
+    get: &impl Fn(&str) -> Option<String>,
+    exact: &impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let host = get(REDIS_HOST).ok_or(ConfigError::Missing(
+        REDIS_URL,
+        "set it to redis://host:6379 (rediss://... for TLS), or set REDIS_HOST, with \
+         REDIS_PORT, REDIS_USERNAME, REDIS_PASSWORD and REDIS_DB as needed, as the Node app \
+         reads them",
+    ))?;
+    let host = url_host(&host)?;
+    let port = match get(REDIS_PORT) {
+        None => 6379,
+        Some(text) => text
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| ConfigError::Invalid {
+                name: REDIS_PORT,
+                reason: format!("`{text}` is not a port number from 1 to 65535"),
+            })?,
+    };
+    let db = match get(REDIS_DB) {
+        None => 0,
+        Some(text) => text.parse::<u32>().map_err(|_| ConfigError::Invalid {
+            name: REDIS_DB,
+            reason: format!("`{text}` is not a database index (0, 1, 2, ...)"),
+        })?,
+    };
+    let credentials = match (exact(REDIS_USERNAME), exact(REDIS_PASSWORD)) {
+        (None, None) => String::new(),
+        (None, Some(password)) => format!(":{}@", percent_encode(&password)),
+        (Some(username), Some(password)) => {
+            format!(
+                "{}:{}@",
+                percent_encode(&username),
+                percent_encode(&password)
+            )
+        }
+        // redis-rs logs in only when there is a password: the username alone would be dropped
+        // and the connection would run as the default user, not the one named.
+        (Some(_), None) => {
+            return Err(ConfigError::Missing(
+                REDIS_PASSWORD,
+                "REDIS_USERNAME is set, and that user logs in with its password",
+            ))
+        }
+    };
+    let url = format!("redis://{credentials}{host}:{port}/{db}");
+    // What the host can still get wrong (a wildcard address such as 0.0.0.0) shows here.
+    redis::Client::open(url.as_str()).map_err(|_| ConfigError::Invalid {
+        name: REDIS_HOST,
+        reason: "is not an address a client can connect to".into(),
+    })?;
+    Ok(url)
+}
+
+/// `REDIS_HOST` as the host part of a URL. The app gives it to the socket as it is, so only a
+/// bare name or address means anything there, and any other character could change what the URL
+/// says (`a@b`, `a/b`, `a#b`). The value is never echoed: a pasted URL may carry a password.
+fn url_host(host: &str) -> Result<String, ConfigError> {
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
+    {
+        return Err(ConfigError::Invalid {
+            name: REDIS_HOST,
+            reason: "must be a host name or IP address alone, e.g. redis.example.com or \
+                     10.0.0.5: no scheme, credentials, path or spaces (REDIS_PORT, \
+                     REDIS_USERNAME, REDIS_PASSWORD and REDIS_DB carry the rest)"
+                .into(),
+        });
+    }
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(format!("[{host}]"));
+    }
+    if host.contains(':') {
+        return Err(ConfigError::Invalid {
+            name: REDIS_HOST,
+            reason: "must be a host name or IP address alone: put the port in REDIS_PORT".into(),
+        });
+    }
+    Ok(host.to_owned())
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters, so any username or password comes
+/// back intact from the URL (redis-rs percent-decodes both).
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
 }
 
 #[cfg(test)]
@@ -281,5 +454,285 @@ mod tests {
 
     fn config_with_both() -> Config {
         config(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG"), ("LOG_LEVEL", "warn")]).unwrap()
+    }
+
+    /// The app's own Redis variables in place of REDIS_URL.
+    fn config_from_host(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all = vec![("REDIS_URL", "")];
+        all.extend_from_slice(vars);
+        config(&all)
+    }
+
+    fn connection_info(config: &Config) -> redis::ConnectionInfo {
+        redis::Client::open(config.redis_url.expose_secret())
+            .unwrap()
+            .get_connection_info()
+            .clone()
+    }
+
+    #[test]
+    fn redis_url_is_used_as_it_is() {
+        let config = config(&[("REDIS_URL", "rediss://:pw@cache.example.com:6380/2")]).unwrap();
+        assert_eq!(
+            config.redis_url.expose_secret(),
+            "rediss://:pw@cache.example.com:6380/2"
+        );
+        assert!(config.warnings.is_empty());
+    }
+
+    #[test]
+    fn redis_host_alone_takes_the_apps_defaults() {
+        let config = config_from_host(&[("REDIS_HOST", "redis.internal")]).unwrap();
+        assert_eq!(
+            config.redis_url.expose_secret(),
+            "redis://redis.internal:6379/0"
+        );
+        assert!(config.warnings.is_empty());
+        let info = connection_info(&config);
+        assert_eq!(
+            info.addr(),
+            &redis::ConnectionAddr::Tcp("redis.internal".into(), 6379)
+        );
+        let redis = info.redis_settings();
+        assert_eq!(
+            (redis.db(), redis.username(), redis.password()),
+            (0, None, None)
+        );
+    }
+
+    #[test]
+    fn every_app_variable_reaches_the_connection() {
+        let password = "p@ss:w/rd %41?#[]+&=~é";
+        let config = config_from_host(&[
+            ("REDIS_HOST", "10.0.0.5"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_USERNAME", "warm:er@app"),
+            ("REDIS_PASSWORD", password),
+            ("REDIS_DB", "5"),
+        ])
+        .unwrap();
+        let info = connection_info(&config);
+        assert_eq!(
+            info.addr(),
+            &redis::ConnectionAddr::Tcp("10.0.0.5".into(), 6380),
+            "plain TCP, as the app connects"
+        );
+        let redis = info.redis_settings();
+        assert_eq!(redis.db(), 5);
+        assert_eq!(redis.username(), Some("warm:er@app"));
+        assert_eq!(redis.password(), Some(password));
+    }
+
+    #[test]
+    fn a_password_alone_logs_in_as_the_default_user() {
+        let config =
+            config_from_host(&[("REDIS_HOST", "h"), ("REDIS_PASSWORD", " spaced out ")]).unwrap();
+        let info = connection_info(&config);
+        assert_eq!(info.redis_settings().username(), None);
+        assert_eq!(
+            info.redis_settings().password(),
+            Some(" spaced out "),
+            "untrimmed, as the app passes it"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_host_is_bracketed_in_the_url() {
+        let config = config_from_host(&[("REDIS_HOST", "::1"), ("REDIS_PORT", "7000")]).unwrap();
+        assert_eq!(
+            connection_info(&config).addr(),
+            &redis::ConnectionAddr::Tcp("::1".into(), 7000)
+        );
+    }
+
+    #[test]
+    fn any_username_and_password_come_back_intact() {
+        bolero::check!()
+            .with_type::<(String, String)>()
+            .for_each(|(username, password)| {
+                let mut vars = vec![("REDIS_HOST", "h"), ("REDIS_PASSWORD", password.as_str())];
+                if !username.is_empty() {
+                    vars.push(("REDIS_USERNAME", username.as_str()));
+                }
+                let result = config_from_host(&vars);
+                if password.is_empty() {
+                    if username.is_empty() {
+                        assert!(result.is_ok());
+                    } else {
+                        assert!(result.is_err());
+                    }
+                    return;
+                }
+                let info = connection_info(&result.unwrap());
+                let redis = info.redis_settings();
+                assert_eq!(redis.password(), Some(password.as_str()));
+                assert_eq!(
+                    redis.username(),
+                    (!username.is_empty()).then_some(username.as_str())
+                );
+            });
+    }
+
+    #[test]
+    fn without_redis_url_or_host_both_forms_are_named() {
+        for vars in [
+            &[][..],
+            &[("REDIS_PORT", "6379"), ("REDIS_PASSWORD", "pw")][..],
+        ] {
+            let error = config_from_host(vars).unwrap_err().to_string();
+            assert!(error.starts_with("REDIS_URL is not set"), "{error}");
+            for name in [
+                "REDIS_HOST",
+                "REDIS_PORT",
+                "REDIS_USERNAME",
+                "REDIS_PASSWORD",
+                "REDIS_DB",
+            ] {
+                assert!(error.contains(name), "{name}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_app_redis_variables_name_the_variable() {
+        for (name, value) in [
+            ("REDIS_PORT", "0"),
+            ("REDIS_PORT", "65536"),
+            ("REDIS_PORT", "-1"),
+            ("REDIS_PORT", "6379x"),
+            ("REDIS_PORT", "six"),
+            ("REDIS_DB", "-1"),
+            ("REDIS_DB", "one"),
+            ("REDIS_DB", "1.5"),
+            ("REDIS_HOST", "a/b"),
+            ("REDIS_HOST", "user@h"),
+            ("REDIS_HOST", "my host"),
+            ("REDIS_HOST", "my\thost"),
+            ("REDIS_HOST", "redis://h"),
+            ("REDIS_HOST", "h#x"),
+            ("REDIS_HOST", "h?x"),
+            ("REDIS_HOST", "h%41"),
+            ("REDIS_HOST", "h:6380"),
+            ("REDIS_HOST", "0.0.0.0"),
+        ] {
+            let mut vars = vec![(name, value)];
+            if name != "REDIS_HOST" {
+                vars.push(("REDIS_HOST", "h"));
+            }
+            let error = config_from_host(&vars).unwrap_err();
+            assert!(
+                error.to_string().starts_with(&format!("{name} is invalid")),
+                "{name}={value}: {error}"
+            );
+        }
+        let error = config_from_host(&[("REDIS_HOST", "h:6380")]).unwrap_err();
+        assert!(error.to_string().contains("REDIS_PORT"), "{error}");
+    }
+
+    #[test]
+    fn a_username_without_its_password_is_refused() {
+        let error = config_from_host(&[("REDIS_HOST", "h"), ("REDIS_USERNAME", "warmer")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("REDIS_PASSWORD is not set"), "{error}");
+    }
+
+    #[test]
+    fn the_warning_appears_exactly_when_both_forms_are_set() {
+        assert!(config(&[]).unwrap().warnings.is_empty());
+        assert!(config_from_host(&[
+            ("REDIS_HOST", "h"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_PASSWORD", "pw")
+        ])
+        .unwrap()
+        .warnings
+        .is_empty());
+        for name in [
+            "REDIS_HOST",
+            "REDIS_PORT",
+            "REDIS_USERNAME",
+            "REDIS_PASSWORD",
+            "REDIS_DB",
+        ] {
+            // The shadowed value is not checked: REDIS_URL is what connects.
+            let config = config(&[(name, "not checked")]).unwrap();
+            assert_eq!(
+                config.warnings,
+                [ConfigWarning::RedisUrlShadowsHost {
+                    ignored: vec![name]
+                }],
+                "{name}"
+            );
+            assert_eq!(
+                config.redis_url.expose_secret(),
+                "redis://127.0.0.1:6379",
+                "REDIS_URL wins"
+            );
+        }
+        let config = config(&[
+            ("REDIS_HOST", "h"),
+            ("REDIS_PORT", "1"),
+            ("REDIS_USERNAME", "u"),
+            ("REDIS_PASSWORD", "pw"),
+            ("REDIS_DB", "3"),
+        ])
+        .unwrap();
+        assert_eq!(config.warnings.len(), 1);
+        let warning = &config.warnings[0];
+        assert_eq!(warning.kind(), "RedisUrlShadowsHost");
+        assert_eq!(
+            warning.to_string(),
+            "REDIS_URL is set, and so are REDIS_HOST, REDIS_PORT, REDIS_USERNAME, \
+             REDIS_PASSWORD, REDIS_DB: these functions use REDIS_URL and ignore them, while the \
+             Node app reads REDIS_HOST/REDIS_PORT/REDIS_USERNAME/REDIS_PASSWORD/REDIS_DB and \
+             ignores REDIS_URL, so the two may be using different Redis servers; keep one form"
+        );
+    }
+
+    #[test]
+    fn redis_passwords_never_show_in_debug_warnings_or_errors() {
+        let password = "Redis-P@ss:word/%";
+        let encoded = "Redis-P%40ss%3Aword%2F%25";
+        let config = config_from_host(&[
+            ("REDIS_HOST", "h"),
+            ("REDIS_USERNAME", "warmer"),
+            ("REDIS_PASSWORD", password),
+        ])
+        .unwrap();
+        assert!(config.redis_url.expose_secret().contains(encoded));
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("P@ss") && !shown.contains(encoded),
+            "{shown}"
+        );
+
+        let config = self::config(&[
+            ("REDIS_URL", "redis://:url-P@ss@127.0.0.1:6379"),
+            ("REDIS_PASSWORD", password),
+        ])
+        .unwrap();
+        let shown = format!("{config:?} {}", config.warnings[0]);
+        assert!(
+            !shown.contains("P@ss") && !shown.contains(encoded),
+            "{shown}"
+        );
+
+        for vars in [
+            &[("REDIS_HOST", "redis://:host-P@ss@h")][..],
+            &[
+                ("REDIS_HOST", "h"),
+                ("REDIS_PORT", "x"),
+                ("REDIS_PASSWORD", password),
+            ],
+            &[("REDIS_HOST", "0.0.0.0"), ("REDIS_PASSWORD", password)],
+        ] {
+            let error = config_from_host(vars).unwrap_err();
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("P@ss"), "{shown}");
+        }
+        let error = self::config(&[("REDIS_URL", "redis://:url-P@ss@h:6379/x")]).unwrap_err();
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("P@ss"), "{shown}");
     }
 }

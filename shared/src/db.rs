@@ -247,9 +247,18 @@ impl Shard {
 
 type Params<'a> = Vec<(&'a (dyn ToSql + Sync), Type)>;
 
+/// Rows that have a token, as the warm reads them.
+const HAS_TOKEN: &str = "qr_code_token IS NOT NULL AND qr_code_token <> ''";
+/// Rows the app would mint a token for on their first view (`if (!row.qr_code_token)`).
+const LACKS_TOKEN: &str = "(qr_code_token IS NULL OR qr_code_token = '')";
+
 impl RowFilter {
     fn condition(&self) -> (String, Params<'_>) {
-        let mut sql = String::from("qr_code_token IS NOT NULL AND qr_code_token <> ''");
+        self.condition_on(HAS_TOKEN)
+    }
+
+    fn condition_on(&self, tokens: &str) -> (String, Params<'_>) {
+        let mut sql = String::from(tokens);
         let mut params: Params<'_> = Vec::new();
         if !self.ids.is_empty() {
             params.push((&self.ids, Type::UUID_ARRAY));
@@ -297,6 +306,57 @@ pub async fn stream_tokens(
         .query_typed_raw(&sql, params)
         .await
         .map_err(|source| Error::postgres("reading QR tokens", source))
+}
+
+/// Natural keys (`registration_no`, `stall_number`) and ids of the matching rows that have no
+/// token yet, for minting.
+pub async fn rows_lacking_tokens(
+    client: &Client,
+    kind: Kind,
+    filter: &RowFilter,
+) -> Result<Vec<(uuid::Uuid, String)>, Error> {
+    let (condition, params) = filter.condition_on(LACKS_TOKEN);
+    let sql = format!(
+        "SELECT id, {} FROM {} WHERE {condition}",
+        kind.natural_key(),
+        kind.table()
+    );
+    let rows = client
+        .query_typed(&sql, &params)
+        .await
+        .map_err(|source| Error::postgres("reading rows without QR tokens", source))?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(|source| Error::postgres("reading rows without QR tokens", source))
+}
+
+/// Stores minted tokens, each only where the row still has none: a token the app minted
+/// meanwhile wins (under READ COMMITTED the condition is checked again on the row as the
+/// other transaction left it). Returns the ids that took ours.
+pub async fn store_minted(
+    client: &Client,
+    kind: Kind,
+    minted: &[(uuid::Uuid, String)],
+) -> Result<Vec<uuid::Uuid>, Error> {
+    let (ids, tokens): (Vec<uuid::Uuid>, Vec<&str>) = minted
+        .iter()
+        .map(|(id, token)| (*id, token.as_str()))
+        .unzip();
+    let sql = format!(
+        "UPDATE {table} AS t SET qr_code_token = m.token, updated_at = NOW() \
+         FROM unnest($1::uuid[], $2::text[]) AS m(id, token) \
+         WHERE t.id = m.id AND (t.qr_code_token IS NULL OR t.qr_code_token = '') RETURNING t.id",
+        table = kind.table()
+    );
+    let rows = client
+        .query_typed(
+            &sql,
+            &[(&ids, Type::UUID_ARRAY), (&tokens, Type::TEXT_ARRAY)],
+        )
+        .await
+        .map_err(|source| Error::postgres("storing minted QR tokens", source))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 #[cfg(test)]

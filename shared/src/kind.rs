@@ -19,6 +19,14 @@ impl Kind {
         }
     }
 
+    /// The column that names a row for people and in its QR token.
+    pub fn natural_key(self) -> &'static str {
+        match self {
+            Kind::Students => "registration_no",
+            Kind::Stalls => "stall_number",
+        }
+    }
+
     /// "Students" / "Stalls", as summaries print it.
     pub fn title(self) -> &'static str {
         match self {

@@ -8,7 +8,9 @@ pub mod error;
 pub mod import;
 pub mod kind;
 pub mod migrations;
+pub mod mint;
 pub mod qr;
+pub mod rotating;
 #[cfg(feature = "imports")]
 pub mod spreadsheet;
 pub mod startup;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{Config, ConfigWarning};
 use crate::db::Database;
 use crate::error::ConfigError;
 use crate::telemetry::{self, LogFormat};
@@ -46,6 +46,7 @@ pub fn start(function: &str, needs: &[Needs]) -> Result<Started, ExitCode> {
         ExitCode::from(2)
     })?;
     telemetry::init(&config.log_filter, LogFormat::detect());
+    log_warnings(&config.warnings);
     let cache =
         Cache::connect_lazily(&config.redis_url, config.cache.clone()).map_err(|error| {
             eprintln!("{function}: {error}");
@@ -56,6 +57,13 @@ pub fn start(function: &str, needs: &[Needs]) -> Result<Started, ExitCode> {
         cache,
         config,
     })
+}
+
+/// Said once per cold start, and only once logging is set up, so they reach the function's logs.
+fn log_warnings(warnings: &[ConfigWarning]) {
+    for warning in warnings {
+        tracing::warn!(warning = warning.kind(), "{warning}");
+    }
 }
 
 /// Connects the kept Postgres connection ahead of the first invocation, if it can.
@@ -73,5 +81,61 @@ pub fn exit_status<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
             tracing::error!(error = %error, "Lambda runtime stopped");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_configuration_warning_is_logged_once_without_secrets() {
+        let vars = [
+            ("NEON_DATABASE_URL", "postgres://127.0.0.1/app"),
+            ("REDIS_URL", "redis://:url-secret@127.0.0.1:6379"),
+            ("REDIS_HOST", "redis.internal"),
+            ("REDIS_PASSWORD", "host-secret"),
+        ];
+        let config = Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            telemetry::subscriber("info", LogFormat::Text { ansi: false }, move || {
+                writer.clone()
+            });
+        tracing::subscriber::with_default(subscriber, || log_warnings(&config.warnings));
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("WARN"), "{text}");
+        assert!(text.contains("warning=\"RedisUrlShadowsHost\""), "{text}");
+        assert!(
+            text.contains("REDIS_URL is set, and so are REDIS_HOST, REDIS_PASSWORD"),
+            "{text}"
+        );
+        assert!(text.contains("ignores REDIS_URL"), "{text}");
+        assert!(
+            !text.contains("url-secret") && !text.contains("host-secret"),
+            "{text}"
+        );
     }
 }

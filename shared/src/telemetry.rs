@@ -116,6 +116,11 @@ impl Metrics {
         self
     }
 
+    pub fn percent(mut self, name: &str, value: f64) -> Self {
+        self.values.push((name.into(), "Percent", value));
+        self
+    }
+
     pub fn per_second(mut self, name: &str, value: f64) -> Self {
         self.values.push((name.into(), "Count/Second", value));
         self

@@ -1,6 +1,8 @@
-//! QR tokens in the app's format, which its scanner verifies: HS256 JWTs signed with
-//! `JWT_SECRET`, claims `{n, t: "S", r}` for a student and `{n, t: "T", s}` for a stall, plus `iat`.
-//! No other claim may appear: the scanner takes another path when it sees `id`, `c` or `checksum`.
+//! QR tokens in the app's format, which its scanner verifies: a student's static token is an
+//! HS256 JWT signed with `JWT_SECRET`, claims `{n, t: "S", r}` plus `iat` and no other (the
+//! scanner takes another path when it sees `id`, `c` or `checksum`); a stall's is a short keyed
+//! `STALL_` string; a student's rotating token is the JWT the app's student screen shows, one
+//! per 30-second window.
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use secrecy::{ExposeSecret, SecretString};
@@ -16,6 +18,12 @@ struct StudentClaims<'a> {
 
 pub fn nonce(value: u16) -> String {
     format!("{value:04x}")
+}
+
+/// A nonce as the app makes one: two random bytes as 4 hex characters.
+pub fn random_nonce() -> String {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    nonce(u16::from_be_bytes([bytes[0], bytes[1]]))
 }
 
 fn sign(
@@ -64,6 +72,89 @@ pub fn stall_token(
     mac.update(stall_number.as_bytes());
     let digest = hex::encode_upper(mac.finalize().into_bytes());
     Ok(format!("STALL_{stall_number}_{}", &digest[..STALL_MAC_HEX]))
+}
+
+/// Seconds per rotating window (`QRCodeService.ROTATION_INTERVAL_SECONDS`).
+pub const ROTATION_SECS: i64 = 30;
+/// Windows before the current one the app's scanner still accepts (`GRACE_PERIOD_WINDOWS`).
+pub const GRACE_WINDOWS: i64 = 2;
+/// Hex characters of the rotating token's `h` claim.
+const ROTATING_MAC_HEX: usize = 12;
+/// `{"alg":"HS256","typ":"JWT"}`, the header node's jsonwebtoken writes, so our tokens are the
+/// app's byte for byte.
+const NODE_HS256_HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+/// The rotating window a moment falls in: `floor(unix seconds / 30)`.
+pub fn window_at(unix_secs: i64) -> i64 {
+    unix_secs.div_euclid(ROTATION_SECS)
+}
+
+/// Signs rotating student tokens: the HMAC key is set up once and cloned per token, which
+/// matters when a window is prepared for tens of thousands of students.
+#[derive(Clone)]
+pub struct RotatingSigner {
+    key: hmac::Hmac<sha2::Sha256>,
+}
+
+#[derive(Serialize)]
+struct RotatingClaims<'a> {
+    r: &'a str,
+    w: i64,
+    h: &'a str,
+    t: &'static str,
+    iat: i64,
+    exp: i64,
+}
+
+impl RotatingSigner {
+    pub fn new(secret: &SecretString) -> Result<Self, hmac::digest::InvalidLength> {
+        use hmac::KeyInit;
+        Ok(RotatingSigner {
+            key: hmac::Hmac::new_from_slice(secret.expose_secret().as_bytes())?,
+        })
+    }
+
+    /// `h`: the first 12 hex characters of HMAC-SHA256(`JWT_SECRET`, `"{r}:{w}"`).
+    pub fn window_mac(&self, registration_no: &str, window: i64) -> String {
+        use hmac::Mac;
+        let mut mac = self.key.clone();
+        mac.update(registration_no.as_bytes());
+        mac.update(b":");
+        mac.update(window.to_string().as_bytes());
+        let mut digest = hex::encode(mac.finalize().into_bytes());
+        digest.truncate(ROTATING_MAC_HEX);
+        digest
+    }
+
+    /// The token of `registration_no` for `window`: claims `{r, w, h, t: "RS", iat, exp}` in the
+    /// app's order, `iat` the window's first second and `exp` 90 s later, which is exactly when
+    /// the app's scanner stops accepting the window. Fixing `iat` to the window makes the token
+    /// a function of the student and the window, so the image cached for a window and the token
+    /// a route returns beside it always agree.
+    pub fn token(&self, registration_no: &str, window: i64) -> Result<String, serde_json::Error> {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        use hmac::Mac;
+        let issued_at = window * ROTATION_SECS;
+        let claims = RotatingClaims {
+            r: registration_no,
+            w: window,
+            h: &self.window_mac(registration_no, window),
+            t: "RS",
+            iat: issued_at,
+            exp: issued_at + (GRACE_WINDOWS + 1) * ROTATION_SECS,
+        };
+        let mut token = String::with_capacity(200);
+        token.push_str(NODE_HS256_HEADER);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(&claims)?, &mut token);
+        let mut mac = self.key.clone();
+        mac.update(token.as_bytes());
+        let signature = mac.finalize().into_bytes();
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
+    }
 }
 
 #[cfg(test)]
@@ -125,5 +216,62 @@ mod tests {
         let expected = hex::encode_upper(mac.finalize().into_bytes());
         assert_eq!(&token["STALL_A-17_".len()..], &expected[..STALL_MAC_HEX]);
         assert_eq!(nonce(7), "0007");
+    }
+
+    #[test]
+    fn rotating_windows_are_the_apps() {
+        // The app's own example: 1732368450 -> 57745615 (its comment says ...614, off by one).
+        assert_eq!(window_at(1_732_368_450), 57_745_615);
+        assert_eq!(window_at(1_732_368_449), 57_745_614);
+        assert_eq!(window_at(0), 0);
+        assert_eq!(window_at(29), 0);
+        assert_eq!(window_at(30), 1);
+    }
+
+    #[test]
+    fn rotating_tokens_carry_the_apps_claims_header_and_mac() {
+        let secret = SecretString::from("app-secret");
+        let signer = RotatingSigner::new(&secret).unwrap();
+        let window = 57_745_615;
+        let token = signer.token("2021001", window).unwrap();
+        // The MAC, computed here without the signer.
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"app-secret").unwrap();
+        mac.update(b"2021001:57745615");
+        let h = hex::encode(mac.finalize().into_bytes())[..12].to_owned();
+        let iat = window * 30;
+        assert_eq!(
+            claims(&token),
+            json!({"r": "2021001", "w": window, "h": h, "t": "RS", "iat": iat, "exp": iat + 90})
+        );
+        // Claims in the app's order, and node's header.
+        let payload = String::from_utf8(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            payload.starts_with("{\"r\":\"2021001\",\"w\":"),
+            "{payload}"
+        );
+        assert!(token.starts_with("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."));
+        // A standard HS256 verifier takes it, and not under another key.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        decode::<Value>(
+            &token,
+            &DecodingKey::from_secret(b"app-secret"),
+            &validation,
+        )
+        .unwrap();
+        assert!(decode::<Value>(&token, &DecodingKey::from_secret(b"other"), &validation).is_err());
+        // One token per student and window.
+        assert_eq!(token, signer.token("2021001", window).unwrap());
+        assert_ne!(token, signer.token("2021001", window + 1).unwrap());
+        assert_ne!(token, signer.token("2021002", window).unwrap());
+        // Registration numbers are JSON-escaped, never spliced.
+        let odd = signer.token("A\"1", window).unwrap();
+        assert_eq!(claims(&odd)["r"], "A\"1");
     }
 }

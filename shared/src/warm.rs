@@ -1,4 +1,5 @@
-//! The warm job: every row with a QR token gets its image in the cache, renewed if it is already
+//! The warm job: rows without a QR token get one in the app's format (unless asked not to),
+//! then every row with a token gets its image in the cache, renewed if it is already
 //! there, rendered (on every core) and stored if not. Rows stream from Postgres in batches; each
 //! batch costs one Redis round trip to renew, and one more to store what was missing. Nothing is
 //! deleted first, so a run that fails part-way leaves every earlier entry readable.
@@ -7,6 +8,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::task::JoinSet;
@@ -31,6 +33,8 @@ pub struct WarmRequest {
     pub kinds: Vec<Kind>,
     /// Re-render and replace every entry, cached or not (after a change of QR settings).
     pub force: bool,
+    /// Mint tokens for rows that have none first (the app leaves them NULL until a first view).
+    pub mint: bool,
     pub filter: RowFilter,
 }
 
@@ -39,17 +43,20 @@ impl Default for WarmRequest {
         WarmRequest {
             kinds: Kind::ALL.to_vec(),
             force: false,
+            mint: true,
             filter: RowFilter::default(),
         }
     }
 }
 
-/// The on-demand payload: `{"kinds": ["students"], "force": true, "ids": [...], "shard": 0, "shards": 4}`.
+/// The on-demand payload: `{"kinds": ["students"], "force": true, "mint": false, "ids": [...],
+/// "shard": 0, "shards": 4}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WarmPayload {
     kinds: Option<Vec<String>>,
     force: Option<bool>,
+    mint: Option<bool>,
     ids: Option<Vec<String>>,
     shard: Option<u32>,
     shards: Option<u32>,
@@ -60,22 +67,11 @@ impl WarmRequest {
     /// payload), EventBridge Scheduler's plain JSON input, or an on-demand payload. `null` and
     /// `{}` mean a full warm.
     pub fn from_event(event: &Value) -> Result<Self, Error> {
-        let payload = match event {
-            Value::Null => Value::Object(Default::default()),
-            Value::Object(fields) if fields.contains_key("detail-type") && fields.contains_key("source") => {
-                match fields.get("detail") {
-                    None | Some(Value::Null) => Value::Object(Default::default()),
-                    Some(detail) => detail.clone(),
-                }
-            }
-            Value::Object(_) => event.clone(),
-            other => {
-                return Err(Error::InvalidRequest(format!(
-                    "expected a JSON object such as {{\"kinds\": [\"students\"], \"force\": true}}, got {}",
-                    json_type(other)
-                )))
-            }
-        };
+        Self::from_payload(payload_of(event)?)
+    }
+
+    /// Reads the payload itself (see [`payload_of`]).
+    pub fn from_payload(payload: Value) -> Result<Self, Error> {
         let payload: WarmPayload = serde_json::from_value(payload)
             .map_err(|error| Error::InvalidRequest(format!("warm payload: {error}")))?;
 
@@ -120,8 +116,30 @@ impl WarmRequest {
         Ok(WarmRequest {
             kinds,
             force: payload.force.unwrap_or(false),
+            mint: payload.mint.unwrap_or(true),
             filter: RowFilter { ids, shard },
         })
+    }
+}
+
+/// The payload an invocation carries: an EventBridge scheduled event's `detail`, or the event
+/// itself (EventBridge Scheduler's input, an on-demand invocation); `null` is `{}`.
+pub fn payload_of(event: &Value) -> Result<Value, Error> {
+    match event {
+        Value::Null => Ok(Value::Object(Default::default())),
+        Value::Object(fields)
+            if fields.contains_key("detail-type") && fields.contains_key("source") =>
+        {
+            Ok(match fields.get("detail") {
+                None | Some(Value::Null) => Value::Object(Default::default()),
+                Some(detail) => detail.clone(),
+            })
+        }
+        Value::Object(_) => Ok(event.clone()),
+        other => Err(Error::InvalidRequest(format!(
+            "expected a JSON object such as {{\"kinds\": [\"students\"], \"force\": true}}, got {}",
+            json_type(other)
+        ))),
     }
 }
 
@@ -151,6 +169,8 @@ pub struct KindSummary {
     pub total: u64,
     /// Rendered plus renewed: entries now in the cache.
     pub cached: u64,
+    /// Rows that had no token and got one from this run (and were then cached).
+    pub minted: u64,
     pub rendered: u64,
     pub renewed: u64,
     pub failed: u64,
@@ -163,6 +183,7 @@ impl KindSummary {
             kind,
             total: 0,
             cached: 0,
+            minted: 0,
             rendered: 0,
             renewed: 0,
             failed: 0,
@@ -229,12 +250,17 @@ impl WarmSummary {
         self.kinds.iter().map(|k| k.renewed).sum()
     }
 
+    pub fn minted(&self) -> u64 {
+        self.kinds.iter().map(|k| k.minted).sum()
+    }
+
     /// The run's figures as CloudWatch metrics.
     pub fn metrics(&self, function: &str) -> crate::telemetry::Metrics {
         crate::telemetry::Metrics::new(function)
             .count("QrCached", self.cached())
             .count("QrRendered", self.rendered())
             .count("QrRenewed", self.renewed())
+            .count("QrTokensMinted", self.minted())
             .count("QrFailed", self.failed())
             .count(
                 "WarmFailed",
@@ -252,13 +278,14 @@ impl fmt::Display for WarmSummary {
         for kind in &self.kinds {
             writeln!(
                 f,
-                "{}: {}/{} cached ({} failed): {} rendered, {} renewed",
+                "{}: {}/{} cached ({} failed): {} rendered, {} renewed, {} minted",
                 kind.kind.title(),
                 kind.cached,
                 kind.total,
                 kind.failed,
                 kind.rendered,
-                kind.renewed
+                kind.renewed,
+                kind.minted
             )?;
             for failure in &kind.failures {
                 writeln!(
@@ -301,11 +328,13 @@ pub trait Progress: Send + Sync {
 
 impl Progress for () {}
 
-/// Warms the cache as `request` asks.
+/// Warms the cache as `request` asks; rows without a token are minted first when the request
+/// asks for it and `minter` (the `JWT_SECRET`) is given.
 pub async fn warm(
     db: &Database,
     cache: &Cache,
     qr: &QrSettings,
+    minter: Option<&SecretString>,
     request: &WarmRequest,
     progress: &dyn Progress,
 ) -> Result<WarmSummary, WarmFailed> {
@@ -325,7 +354,10 @@ pub async fn warm(
         query: Duration::ZERO,
         redis: Duration::ZERO,
     };
-    let result = run.all_kinds(db, cache, qr, request, progress).await;
+    let minter = minter.filter(|_| request.mint);
+    let result = run
+        .all_kinds(db, cache, qr, minter, request, progress)
+        .await;
     let error = match result {
         Err(RunError::Postgres(error)) => {
             tracing::error!(error = %error, "Postgres unreachable; renewing cached images so they outlive the outage");
@@ -360,10 +392,11 @@ pub async fn warm_and_report(
     db: &Database,
     cache: &Cache,
     qr: &QrSettings,
+    minter: Option<&SecretString>,
     request: &WarmRequest,
     progress: &dyn Progress,
 ) -> Result<WarmSummary, WarmFailed> {
-    let result = warm(db, cache, qr, request, progress).await;
+    let result = warm(db, cache, qr, minter, request, progress).await;
     let summary = match &result {
         Ok(summary) => summary,
         Err(failed) => &failed.summary,
@@ -372,6 +405,7 @@ pub async fn warm_and_report(
     match &result {
         Ok(summary) => tracing::info!(
             cached = summary.cached(),
+            minted = summary.minted(),
             rendered = summary.rendered(),
             renewed = summary.renewed(),
             duration_ms = summary.duration_ms,
@@ -409,12 +443,25 @@ impl Run {
         db: &Database,
         cache: &Cache,
         qr: &QrSettings,
+        minter: Option<&SecretString>,
         request: &WarmRequest,
         progress: &dyn Progress,
     ) -> Result<(), RunError> {
         let client = db.client().await.map_err(RunError::Postgres)?;
         for &kind in &request.kinds {
             self.summary.kinds.push(KindSummary::new(kind));
+            if let Some(secret) = minter {
+                let minted = crate::mint::mint_missing(&client, secret, kind, &request.filter)
+                    .await
+                    .map_err(|error| match error {
+                        Error::Postgres { .. } => RunError::Postgres(error),
+                        other => RunError::Other(other),
+                    })?;
+                if minted > 0 {
+                    tracing::info!(%kind, minted, "minted QR tokens for rows that had none");
+                }
+                self.current(kind).minted = minted;
+            }
             let total = db::count_tokens(&client, kind, &request.filter)
                 .await
                 .map_err(RunError::Postgres)?;
@@ -690,6 +737,7 @@ mod tests {
                     kind: Kind::Students,
                     total: 50,
                     cached: 50,
+                    minted: 3,
                     rendered: 40,
                     renewed: 10,
                     failed: 0,
@@ -699,6 +747,7 @@ mod tests {
                     kind: Kind::Stalls,
                     total: 6,
                     cached: 5,
+                    minted: 0,
                     rendered: 5,
                     renewed: 0,
                     failed: 1,
@@ -718,7 +767,7 @@ mod tests {
         };
         let text = summary.to_string();
         assert!(
-            text.contains("Students: 50/50 cached (0 failed): 40 rendered, 10 renewed"),
+            text.contains("Students: 50/50 cached (0 failed): 40 rendered, 10 renewed, 3 minted"),
             "{text}"
         );
         assert!(text.contains("Stalls: 5/6 cached (1 failed)"), "{text}");

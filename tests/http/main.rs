@@ -4,4 +4,5 @@
 mod access;
 mod imports;
 mod qr;
+mod rotating;
 mod support;

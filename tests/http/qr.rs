@@ -89,25 +89,24 @@ async fn a_student_reads_only_their_own_qr() {
             .status(),
         403
     );
-    let stall_id: String = world
-        .db
-        .client()
-        .await
-        .query_one("SELECT id::text FROM stalls LIMIT 1", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        world
-            .get(&format!("/qr/stalls/{stall_id}"), &student)
+    // Any signed-in user reads a stall's QR, as in the app (`GET /api/stall/:id/qr-code`).
+    let (stall_id, stall_token): (String, String) = {
+        let row = world
+            .db
+            .client()
             .await
-            .status(),
-        403
-    );
+            .query_one("SELECT id::text, qr_code_token FROM stalls LIMIT 1", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let response = world.get(&format!("/qr/stalls/{stall_id}"), &student).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(end_to_end::decode_png(&body_bytes(&response)), stall_token);
 }
 
 #[tokio::test]
-async fn unknown_ids_and_rows_without_tokens_are_404() {
+async fn unknown_ids_are_404_and_rows_without_tokens_get_one_as_in_the_app() {
     let world = World::new().await;
     let response = world
         .get(
@@ -116,24 +115,57 @@ async fn unknown_ids_and_rows_without_tokens_are_404() {
         )
         .await;
     assert_eq!(response.status(), 404);
+    assert_eq!(
+        body_json(&response),
+        serde_json::json!({"error": "not_found", "message": "no student with this id"})
+    );
+    let client = world.db.client().await;
     let (id, _) = world.student(4).await;
-    world
-        .db
-        .client()
-        .await
+    client
         .execute(
             "UPDATE students SET qr_code_token = NULL WHERE id = $1::text::uuid",
             &[&id],
         )
         .await
         .unwrap();
+    let response = world.get(&format!("/qr/students/{id}"), &admin()).await;
+    assert_eq!(response.status(), 200);
+    let shown = end_to_end::decode_png(&body_bytes(&response));
+    let stored: String = client
+        .query_one(
+            "SELECT qr_code_token FROM students WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(shown, stored, "the minted token is stored and shown");
+    let claims = end_to_end::qr_token_claims(&stored);
     assert_eq!(
-        world
-            .get(&format!("/qr/students/{id}"), &admin())
-            .await
-            .status(),
-        404
+        (claims["t"].as_str(), claims["r"].as_str()),
+        (Some("S"), Some(tools::seed::registration_no(4).as_str()))
     );
+    // Viewed again: the same token, now from the cache.
+    let again = world.get(&format!("/qr/students/{id}"), &admin()).await;
+    assert_eq!(header(&again, "x-cache"), Some("hit"));
+    assert_eq!(end_to_end::decode_png(&body_bytes(&again)), stored);
+
+    // A stall whose token is empty gets the short keyed form.
+    let (stall_id, number): (String, String) = {
+        let row = client
+            .query_one(
+                "UPDATE stalls SET qr_code_token = '' WHERE stall_number = $1 RETURNING id::text, stall_number",
+                &[&tools::seed::stall_number(0)],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let response = world.get(&format!("/qr/stalls/{stall_id}"), &admin()).await;
+    assert_eq!(response.status(), 200);
+    let shown = end_to_end::decode_png(&body_bytes(&response));
+    assert!(shown.starts_with(&format!("STALL_{number}_")), "{shown}");
+    assert_eq!(shown.len(), format!("STALL_{number}_").len() + 12);
 }
 
 #[tokio::test]

@@ -432,6 +432,22 @@ impl Drop for SigningS3 {
     }
 }
 
+/// The warmer's clients over a test database and cache, with the tests' JWT secret.
+pub fn warmer_clients(
+    db: &TestDb,
+    cache: Cache,
+    config: shared::config::Config,
+) -> warm_qr_cache::Clients {
+    let jwt_secret = SecretString::from(JWT_SECRET);
+    warm_qr_cache::Clients {
+        db: db.database(),
+        cache,
+        config,
+        signer: shared::token::RotatingSigner::new(&jwt_secret).unwrap(),
+        jwt_secret,
+    }
+}
+
 /// A full warm with the default settings, which must succeed.
 pub async fn warm_everything(db: &TestDb, cache: &Cache) -> shared::warm::WarmSummary {
     let request = shared::warm::WarmRequest::default();
@@ -439,6 +455,7 @@ pub async fn warm_everything(db: &TestDb, cache: &Cache) -> shared::warm::WarmSu
         &db.database(),
         cache,
         &shared::qr::QrSettings::default(),
+        Some(&SecretString::from(JWT_SECRET)),
         &request,
         &(),
     )
@@ -459,4 +476,100 @@ pub fn qr_token_claims(token: &str) -> serde_json::Value {
     )
     .expect("a QR token the app's scanner accepts")
     .claims
+}
+
+/// The app's `verifyRotatingStudentToken` at `now_secs`, written from its source without the
+/// project's token code: node's `jwt.verify` (HS256 signature, then `exp` <= now refused), `t`
+/// is `RS`, `h` is the first 12 hex of HMAC-SHA256(secret, "{r}:{w}"), and the window is the
+/// current one or one of the two before it. Returns the registration number, or why not.
+pub fn app_verifies_rotating(token: &str, now_secs: i64) -> Result<String, &'static str> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use hmac::{KeyInit, Mac};
+    let hmac = |message: &[u8]| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(JWT_SECRET.as_bytes()).unwrap();
+        mac.update(message);
+        mac.finalize().into_bytes().to_vec()
+    };
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header, payload, signature] = parts[..] else {
+        return Err("jwt malformed");
+    };
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).map_err(|_| "header")?)
+            .map_err(|_| "header")?;
+    if header["alg"] != "HS256" {
+        return Err("invalid algorithm");
+    }
+    let signed = hmac(format!("{}.{}", parts[0], parts[1]).as_bytes());
+    if URL_SAFE_NO_PAD.decode(signature).map_err(|_| "signature")? != signed {
+        return Err("invalid signature");
+    }
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| "payload")?)
+            .map_err(|_| "payload")?;
+    if claims["exp"].as_i64().is_some_and(|exp| now_secs >= exp) {
+        return Err("jwt expired");
+    }
+    if claims["t"] != "RS" {
+        return Err("not a rotating token");
+    }
+    let registration_no = claims["r"].as_str().ok_or("no r")?;
+    let window = claims["w"].as_i64().ok_or("no w")?;
+    let expected = hex::encode(hmac(format!("{registration_no}:{window}").as_bytes()));
+    if claims["h"].as_str() != Some(&expected[..12]) {
+        return Err("HMAC mismatch");
+    }
+    let difference = now_secs.div_euclid(30) - window;
+    if !(0..=2).contains(&difference) {
+        return Err("window out of grace");
+    }
+    Ok(registration_no.to_owned())
+}
+
+/// The width and height of a PNG.
+pub fn png_size(bytes: &[u8]) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let reader = decoder.read_info().expect("a PNG");
+    (reader.info().width, reader.info().height)
+}
+
+/// The PNG bytes of a data URL.
+pub fn data_url_png(value: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(
+            value
+                .strip_prefix("data:image/png;base64,")
+                .expect("a PNG data URL"),
+        )
+        .expect("standard base64")
+}
+
+/// Puts a test's students into an event running today (registered, and paid where it is paid)
+/// and returns their registration numbers in `students`' order.
+pub async fn register_for_event_today(
+    client: &tokio_postgres::Client,
+    code: &str,
+    status: &str,
+    students: &[String],
+) -> uuid::Uuid {
+    let event: uuid::Uuid = client
+        .query_one(
+            "INSERT INTO events (event_name, event_code, start_date, end_date,
+                                 registration_start_date, registration_end_date, status)
+             VALUES ($1, $1, now() - interval '1 day', now() + interval '1 day',
+                     now() - interval '7 days', now(), $2) RETURNING id",
+            &[&code, &status],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute(
+            "INSERT INTO event_registrations (event_id, student_id, registration_type, payment_status)
+             SELECT $1, id, 'FREE', 'NOT_REQUIRED' FROM students WHERE registration_no = ANY($2)",
+            &[&event, &students],
+        )
+        .await
+        .unwrap();
+    event
 }

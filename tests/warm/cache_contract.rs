@@ -25,7 +25,7 @@ async fn tokens(db: &TestDb, kind: Kind) -> Vec<(String, String)> {
 async fn every_row_gets_the_apps_key_and_a_png_that_decodes_to_its_token() {
     let db = TestDb::create().await;
     db.seed(40, 12).await;
-    // A row without a token is not warmed; the warmer never invents one.
+    // A row without a token gets one in the app's format, then its image.
     db.client()
         .await
         .batch_execute(
@@ -36,8 +36,9 @@ async fn every_row_gets_the_apps_key_and_a_png_that_decodes_to_its_token() {
     let cache = test_cache(3600);
 
     let summary = warm_everything(&db, &cache).await;
-    assert_eq!(summary.kinds[0].total, 39);
-    assert_eq!(summary.kinds[0].rendered, 39);
+    assert_eq!(summary.kinds[0].minted, 1);
+    assert_eq!(summary.kinds[0].total, 40);
+    assert_eq!(summary.kinds[0].rendered, 40);
     assert_eq!(summary.kinds[1].cached, 12);
     assert_eq!(summary.failed(), 0);
 
@@ -51,7 +52,7 @@ async fn every_row_gets_the_apps_key_and_a_png_that_decodes_to_its_token() {
             assert!((3590..=3600).contains(&ttl), "{key} TTL {ttl}");
         }
     }
-    assert_eq!(cache.count_entries().await.unwrap(), 51);
+    assert_eq!(cache.count_entries().await.unwrap(), 52);
 }
 
 #[tokio::test]
@@ -82,6 +83,7 @@ async fn a_rewarm_renews_unchanged_entries_without_rendering_and_renders_changed
         &db.database(),
         &cache,
         &QrSettings::default(),
+        None,
         &request,
         &(),
     )
@@ -108,6 +110,7 @@ async fn a_rewarm_renews_unchanged_entries_without_rendering_and_renders_changed
         &db.database(),
         &cache,
         &QrSettings::default(),
+        None,
         &request,
         &(),
     )
@@ -128,9 +131,16 @@ async fn a_rewarm_renews_unchanged_entries_without_rendering_and_renders_changed
         force: true,
         ..WarmRequest::default()
     };
-    let summary = warm(&db.database(), &cache, &QrSettings::default(), &forced, &())
-        .await
-        .unwrap();
+    let summary = warm(
+        &db.database(),
+        &cache,
+        &QrSettings::default(),
+        None,
+        &forced,
+        &(),
+    )
+    .await
+    .unwrap();
     assert_eq!((summary.rendered(), summary.renewed()), (24, 0));
     let value: String = redis.get(&marked).await.unwrap();
     assert_eq!(decode_data_url(&value), students[1].1);
@@ -148,6 +158,7 @@ async fn ids_and_kinds_limit_an_on_demand_warm() {
         &db.database(),
         &cache,
         &QrSettings::default(),
+        None,
         &request,
         &(),
     )
@@ -182,6 +193,7 @@ async fn a_token_no_qr_code_can_hold_is_reported_and_the_rest_are_cached() {
         &db.database(),
         &cache,
         &QrSettings::default(),
+        None,
         &WarmRequest::default(),
         &(),
     )

@@ -103,9 +103,23 @@ fn bad_configuration_and_payloads_are_usage_errors_naming_the_problem() {
         text(&output)
     );
 
+    // The warmer mints tokens for rows that have none: it needs the app's secret.
     let env = [
         ("NEON_DATABASE_URL", "postgres://127.0.0.1/x".to_string()),
         ("REDIS_URL", redis_url()),
+    ];
+    let output = run(&env, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output).contains("JWT_SECRET is not set"),
+        "{}",
+        text(&output)
+    );
+
+    let env = [
+        ("NEON_DATABASE_URL", "postgres://127.0.0.1/x".to_string()),
+        ("REDIS_URL", redis_url()),
+        ("JWT_SECRET", "s".into()),
         ("QR_ECC", "Z".into()),
     ];
     let output = run(&env, &[]);
@@ -119,6 +133,7 @@ fn bad_configuration_and_payloads_are_usage_errors_naming_the_problem() {
     let env = [
         ("NEON_DATABASE_URL", "postgres://127.0.0.1/x".to_string()),
         ("REDIS_URL", redis_url()),
+        ("JWT_SECRET", "s".into()),
     ];
     let output = run(&env, &["--payload", r#"{"kinds": ["teachers"]}"#]);
     assert_eq!(output.status.code(), Some(2));

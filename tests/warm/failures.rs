@@ -111,6 +111,7 @@ async fn redis_dropping_mid_run_fails_the_run_and_leaves_earlier_entries_intact(
         &db.database(),
         &cache,
         &QrSettings::default(),
+        None,
         &forced,
         &killer,
     )
@@ -180,6 +181,7 @@ async fn postgres_unreachable_renews_what_is_cached_and_fails() {
         &unreachable,
         &cache,
         &QrSettings::default(),
+        None,
         &WarmRequest::default(),
         &(),
     )

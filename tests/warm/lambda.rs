@@ -3,7 +3,7 @@
 use end_to_end::{config_for, test_cache, TestDb};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
-use warm_qr_cache::{handle, Clients};
+use warm_qr_cache::{handle, Clients, Outcome};
 
 fn event(file: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -13,9 +13,13 @@ fn event(file: &str) -> Value {
 }
 
 async fn invoke(clients: &Clients, payload: Value) -> Result<shared::warm::WarmSummary, String> {
-    handle(LambdaEvent::new(payload, Context::default()), clients)
+    match handle(LambdaEvent::new(payload, Context::default()), clients)
         .await
-        .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
+        .map_err(|e| format!("{}: {}", e.error_type, e.error_message))?
+    {
+        Outcome::Static(summary) => Ok(summary),
+        other => Err(format!("not a static warm: {other}")),
+    }
 }
 
 #[tokio::test]
@@ -24,11 +28,7 @@ async fn every_sample_event_runs_the_warm_it_describes() {
     db.seed(25, 6).await;
     let cache = test_cache(600);
     let config = config_for(&db, &cache);
-    let clients = Clients {
-        db: db.database(),
-        cache,
-        config,
-    };
+    let clients = end_to_end::warmer_clients(&db, cache, config);
 
     let summary = invoke(&clients, event("warm-scheduled.json"))
         .await
@@ -63,11 +63,7 @@ async fn a_malformed_event_is_refused_with_its_reason() {
     let db = TestDb::create().await;
     let cache = test_cache(600);
     let config = config_for(&db, &cache);
-    let clients = Clients {
-        db: db.database(),
-        cache,
-        config,
-    };
+    let clients = end_to_end::warmer_clients(&db, cache, config);
     let error = invoke(&clients, serde_json::json!({"kinds": "students"}))
         .await
         .unwrap_err();

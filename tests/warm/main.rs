@@ -6,4 +6,6 @@ mod connections;
 mod failures;
 mod lambda;
 mod pgbouncer;
+mod redis_settings;
+mod rotating;
 mod shards;

@@ -32,6 +32,7 @@ async fn the_warmer_runs_through_pgbouncer_in_transaction_mode() {
             &database,
             &cache,
             &QrSettings::default(),
+            None,
             &WarmRequest::default(),
             &(),
         )

@@ -18,6 +18,7 @@ async fn shards_cover_every_row_exactly_once() {
             &db.database(),
             &cache,
             &QrSettings::default(),
+            None,
             &request,
             &(),
         )

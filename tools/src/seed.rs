@@ -158,5 +158,15 @@ pub async fn seed(client: &Client, secret: &SecretString, size: DemoSize) -> Res
         )
         .await
         .map_err(|e| Error::postgres("seeding stalls", e))?;
+    // Every demo student attends the demo event, so the rotating pre-warm has an audience.
+    client
+        .query_typed(
+            "INSERT INTO event_registrations (event_id, student_id, registration_type, payment_status)
+             SELECT $1, id, 'FREE', 'NOT_REQUIRED' FROM students
+             ON CONFLICT (event_id, student_id) DO NOTHING",
+            &[(&event, Type::UUID)],
+        )
+        .await
+        .map_err(|e| Error::postgres("registering the demo students", e))?;
     Ok(())
 }

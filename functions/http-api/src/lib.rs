@@ -16,6 +16,7 @@ use secrecy::SecretString;
 use shared::config::Config;
 use shared::error::ConfigError;
 use shared::storage::Storage;
+use shared::token::RotatingSigner;
 
 pub use respond::ApiError;
 
@@ -28,8 +29,10 @@ pub struct Api {
     pub config: Config,
     pub reader: QrReader,
     pub storage: Storage,
-    /// Verifies session tokens and signs new rows' QR tokens in dry runs.
+    /// Verifies session tokens and signs new rows' QR tokens (dry runs, rows with none).
     pub jwt_secret: SecretString,
+    /// Signs students' rotating QR tokens.
+    pub rotating: RotatingSigner,
     /// Where uploads arrive and reports are written.
     pub bucket: String,
 }
@@ -40,7 +43,12 @@ impl Api {
     pub fn new(config: Config, reader: QrReader, storage: Storage) -> Result<Api, ConfigError> {
         let jwt_secret = config.jwt_secret()?.clone();
         let bucket = config.import_bucket()?.to_owned();
+        let rotating = RotatingSigner::new(&jwt_secret).map_err(|_| ConfigError::Invalid {
+            name: "JWT_SECRET",
+            reason: "not usable as an HMAC key".into(),
+        })?;
         Ok(Api {
+            rotating,
             config,
             reader,
             storage,
@@ -64,9 +72,12 @@ pub async fn handle(api: &Api, request: Request) -> Response<Body> {
 /// The methods a path answers, or `None` for an unknown path.
 fn allowed(segments: &[&str]) -> Option<&'static [Method]> {
     match segments {
-        ["health"] | ["cache", "stats"] | ["qr", _, _] | ["imports", "template", _] => {
-            Some(&[Method::GET])
-        }
+        ["health"]
+        | ["cache", "stats"]
+        | ["qr", _, _]
+        | ["qr", "students", _, "rotating"]
+        | ["students", "me", "qr"]
+        | ["imports", "template", _] => Some(&[Method::GET]),
         ["imports"] | ["imports", "validate"] => Some(&[Method::POST]),
         ["imports", _] => Some(&[Method::GET]),
         _ => None,
@@ -109,6 +120,10 @@ async fn route(
     match segments {
         ["cache", "stats"] => routes::cache_stats(api, &principal).await,
         ["qr", kind, id] => routes::qr(api, request, &principal, kind, id).await,
+        ["qr", "students", id, "rotating"] => {
+            routes::rotating_qr(api, request, &principal, Some(id)).await
+        }
+        ["students", "me", "qr"] => routes::rotating_qr(api, request, &principal, None).await,
         ["imports", "template", kind] => routes::template(api, &principal, kind).await,
         ["imports", "validate"] => routes::validate(api, request, &principal).await,
         ["imports"] => routes::create_import(api, request, &principal).await,

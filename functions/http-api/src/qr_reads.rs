@@ -1,7 +1,9 @@
-//! QR images for readers (the HTTP API): the row's token, then the cache entry, renewed as it is
-//! read; on a miss the image is rendered once however many requests ask for it at the same
-//! time, and stored. Every read is counted as a hit or a miss, in Redis, so the API's own hit
-//! rate is one figure across all its instances.
+//! QR images for readers (the HTTP API). Static: the row's token (minted first if the row has
+//! none, as the app does on a first view), then the cache entry, renewed as it is read.
+//! Rotating: the student's token for the current window and the entry the warmer prepared for
+//! it, never renewed (it dies with its window). On a miss the image is rendered once however
+//! many requests ask for it at the same time, and stored. Every read is counted as a hit or a
+//! miss, in Redis, so the API's hit rate is one figure across all its instances.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,11 +14,14 @@ use tokio::sync::OnceCell;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use shared::cache::Cache;
+use secrecy::SecretString;
+use shared::cache::{Cache, ReadCounter};
 use shared::db::Database;
 use shared::error::Error;
 use shared::kind::Kind;
 use shared::qr::{self, QrSettings, DATA_URL_PREFIX};
+use shared::rotating::{self, ROTATING_QR};
+use shared::token::{self, RotatingSigner};
 
 /// Where an image came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,14 +63,20 @@ impl QrImage {
     }
 }
 
-/// Counter keys of the API's reads, beside the images under the same prefix.
-fn counter_key(cache: &Cache, outcome: &str) -> String {
-    format!("{}qr:api:{outcome}", cache.settings().key_prefix)
-}
-
-/// GETEX and the hit or miss counter in one round trip.
-const READ_AND_COUNT: &str = "local v = redis.call('GETEX', KEYS[1], 'EX', ARGV[1]) \
+/// The read (GETEX renewing by ARGV[1] seconds, or a plain GET when it is 0) and the hit or
+/// miss counter, in one round trip.
+const READ_AND_COUNT: &str = "local v if ARGV[1] == '0' then v = redis.call('GET', KEYS[1]) \
+    else v = redis.call('GETEX', KEYS[1], 'EX', ARGV[1]) end \
     if v then redis.call('INCR', KEYS[2]) else redis.call('INCR', KEYS[3]) end return v";
+
+/// A student's rotating QR as served: the token in the image and the window it belongs to.
+#[derive(Debug, Clone)]
+pub struct RotatingImage {
+    pub image: QrImage,
+    pub token: String,
+    pub registration_no: String,
+    pub window: i64,
+}
 
 type Flight = Arc<OnceCell<Result<String, String>>>;
 
@@ -81,7 +92,7 @@ pub struct QrReader {
 /// Why an image could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("no such {0} with a QR code")]
+    #[error("no such {0}")]
     NotFound(Kind),
     #[error("the database is unavailable: {0}")]
     DatabaseUnavailable(Error),
@@ -113,43 +124,123 @@ impl QrReader {
         self.renders.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The token of a row, if it has one.
-    pub async fn token(&self, kind: Kind, id: Uuid) -> Result<String, ReadError> {
+    /// The token of a row, minted (in the app's format, never over one the app minted
+    /// meanwhile) when the row has none.
+    pub async fn token(
+        &self,
+        kind: Kind,
+        id: Uuid,
+        secret: &SecretString,
+    ) -> Result<String, ReadError> {
         let client = self
             .db
             .client()
             .await
             .map_err(ReadError::DatabaseUnavailable)?;
-        let sql = format!("SELECT qr_code_token FROM {} WHERE id = $1", kind.table());
-        let rows = client
-            .query_typed(&sql, &[(&id, Type::UUID)])
-            .await
-            .map_err(|e| {
-                ReadError::DatabaseUnavailable(Error::postgres("reading a QR token", e))
-            })?;
-        rows.first()
-            .and_then(|row| row.get::<_, Option<String>>(0))
-            .filter(|token| !token.is_empty())
-            .ok_or(ReadError::NotFound(kind))
+        match shared::mint::token_of(&client, secret, kind, id).await {
+            Ok(Some(token)) => Ok(token),
+            Ok(None) => Err(ReadError::NotFound(kind)),
+            Err(error @ Error::Postgres { .. }) => Err(ReadError::DatabaseUnavailable(error)),
+            Err(error) => Err(ReadError::Other(error)),
+        }
     }
 
     /// The image of a row: cached, or rendered and cached.
-    pub async fn image(&self, kind: Kind, id: Uuid) -> Result<QrImage, ReadError> {
-        let token = self.token(kind, id).await?;
+    pub async fn image(
+        &self,
+        kind: Kind,
+        id: Uuid,
+        secret: &SecretString,
+    ) -> Result<QrImage, ReadError> {
+        let token = self.token(kind, id, secret).await?;
         Ok(self.image_of_token(&token).await?)
+    }
+
+    /// A student's registration number, which names their rotating QR.
+    pub async fn registration_no(&self, id: Uuid) -> Result<String, ReadError> {
+        let client = self
+            .db
+            .client()
+            .await
+            .map_err(ReadError::DatabaseUnavailable)?;
+        let rows = client
+            .query_typed(
+                "SELECT registration_no FROM students WHERE id = $1",
+                &[(&id, Type::UUID)],
+            )
+            .await
+            .map_err(|e| ReadError::DatabaseUnavailable(Error::postgres("reading a student", e)))?;
+        rows.first()
+            .map(|row| row.get::<_, String>(0))
+            .ok_or(ReadError::NotFound(Kind::Students))
+    }
+
+    /// A student's rotating QR for the window `now_secs` falls in: the entry the warmer
+    /// prepared, or rendered and stored until the window's grace ends.
+    pub async fn rotating(
+        &self,
+        signer: &RotatingSigner,
+        id: Uuid,
+        now_secs: i64,
+    ) -> Result<RotatingImage, ReadError> {
+        let registration_no = self.registration_no(id).await?;
+        let window = token::window_at(now_secs);
+        let token = signer.token(&registration_no, window).map_err(|e| {
+            Error::InvalidRequest(format!("a rotating token could not be signed: {e}"))
+        })?;
+        let key = rotating::key(&self.cache.settings().key_prefix, &registration_no, window);
+        let image = self
+            .read_or_render(
+                &key,
+                &token,
+                ReadCounter::Rotating,
+                None,
+                ROTATING_QR,
+                rotating::ttl(window, now_secs),
+            )
+            .await?;
+        Ok(RotatingImage {
+            image,
+            token,
+            registration_no,
+            window,
+        })
     }
 
     /// The image of a token: cached, or rendered and cached.
     pub async fn image_of_token(&self, token: &str) -> Result<QrImage, Error> {
-        let key = self.cache.settings().key(token);
+        let ttl = self.cache.settings().ttl;
+        self.read_or_render(
+            &self.cache.settings().key(token),
+            token,
+            ReadCounter::Static,
+            Some(ttl),
+            self.settings,
+            ttl,
+        )
+        .await
+    }
+
+    /// Reads `key` (renewing it by `renew`), counting the read under `counter`; on a miss
+    /// renders `token` at `settings` and stores it for `store_for`.
+    async fn read_or_render(
+        &self,
+        key: &str,
+        token: &str,
+        counter: ReadCounter,
+        renew: Option<std::time::Duration>,
+        settings: QrSettings,
+        store_for: std::time::Duration,
+    ) -> Result<QrImage, Error> {
+        let (hits, misses) = counter.keys(&self.cache.settings().key_prefix);
         let mut connection = self.cache.connection();
         let read = redis::cmd("EVAL")
             .arg(READ_AND_COUNT)
             .arg(3)
-            .arg(&key)
-            .arg(counter_key(&self.cache, "hits"))
-            .arg(counter_key(&self.cache, "misses"))
-            .arg(self.cache.settings().ttl.as_secs().max(1))
+            .arg(key)
+            .arg(hits)
+            .arg(misses)
+            .arg(renew.map_or(0, |ttl| ttl.as_secs().max(1)))
             .query_async::<Option<String>>(&mut connection)
             .await;
         match read {
@@ -158,21 +249,30 @@ impl QrReader {
                 source: Source::Hit,
             }),
             Ok(None) => Ok(QrImage {
-                data_url: self.render_once(&key, token, true).await?,
+                data_url: self
+                    .render_once(key, token, settings, Some(store_for))
+                    .await?,
                 source: Source::Miss,
             }),
             Err(error) => {
                 tracing::warn!(error = %error, "Redis unavailable; rendering without the cache");
                 Ok(QrImage {
-                    data_url: self.render_once(&key, token, false).await?,
+                    data_url: self.render_once(key, token, settings, None).await?,
                     source: Source::Bypass,
                 })
             }
         }
     }
 
-    /// Renders `token` once for all concurrent callers of the same key, storing it when `store`.
-    async fn render_once(&self, key: &str, token: &str, store: bool) -> Result<String, Error> {
+    /// Renders `token` once for all concurrent callers of the same key, storing it for
+    /// `store_for` when given.
+    async fn render_once(
+        &self,
+        key: &str,
+        token: &str,
+        settings: QrSettings,
+        store_for: Option<std::time::Duration>,
+    ) -> Result<String, Error> {
         let flight = {
             let mut in_flight = self
                 .in_flight
@@ -184,15 +284,15 @@ impl QrReader {
             .get_or_init(|| async {
                 self.renders
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let settings = self.settings;
                 let owned = token.to_owned();
                 let rendered =
                     tokio::task::spawn_blocking(move || qr::render_data_url(&owned, &settings))
                         .await
                         .map_err(|e| format!("render stopped: {e}"))
                         .and_then(|r| r.map(|(url, _)| url).map_err(|e| e.to_string()));
-                if let (Ok(url), true) = (&rendered, store) {
-                    if let Err(error) = self.cache.store(&[(key.to_owned(), url.clone())]).await {
+                if let (Ok(url), Some(ttl)) = (&rendered, store_for) {
+                    let entry = [(key.to_owned(), url.clone())];
+                    if let Err(error) = self.cache.store_for(&entry, ttl).await {
                         tracing::warn!(error = %error, "rendered image not cached");
                     }
                 }
@@ -211,12 +311,13 @@ impl QrReader {
         result.map_err(Error::SharedRender)
     }
 
-    /// The API's own read counts.
-    pub async fn api_counts(&self) -> Result<(u64, u64), Error> {
+    /// The API's own read counts of one kind of image: `(hits, misses)`.
+    pub async fn api_counts(&self, counter: ReadCounter) -> Result<(u64, u64), Error> {
+        let (hits, misses) = counter.keys(&self.cache.settings().key_prefix);
         let mut connection = self.cache.connection();
         let (hits, misses): (Option<u64>, Option<u64>) = redis::cmd("MGET")
-            .arg(counter_key(&self.cache, "hits"))
-            .arg(counter_key(&self.cache, "misses"))
+            .arg(hits)
+            .arg(misses)
             .query_async(&mut connection)
             .await
             .map_err(|e| Error::redis("reading the API's counters", e))?;
@@ -269,7 +370,7 @@ pub async fn cache_stats(reader: &QrReader) -> Result<CacheStats, Error> {
             .unwrap_or(0)
     };
     let (server_hits, server_misses) = (number("keyspace_hits"), number("keyspace_misses"));
-    let (api_hits, api_misses) = reader.api_counts().await?;
+    let (api_hits, api_misses) = reader.api_counts(ReadCounter::Static).await?;
     Ok(CacheStats {
         cached_qr_images: cached,
         redis_used_memory_bytes: number("used_memory"),

@@ -100,3 +100,17 @@ pub fn bytes(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> R
     );
     response
 }
+
+/// The app's `successResponse` envelope: `{success, message, data, timestamp}`, the timestamp
+/// as JavaScript's `toISOString` writes it.
+pub fn app_success(
+    data: serde_json::Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "success": true,
+        "message": "Success",
+        "data": data,
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    })
+}

@@ -30,6 +30,39 @@ fn require_admin(principal: &Principal) -> Result<(), ApiError> {
     }
 }
 
+/// Who may read a QR, as the app decides for the same data: any signed-in user reads a stall's
+/// (`GET /api/stall/:id/qr-code` only authenticates); a student's is the student's own, or an
+/// admin's to read.
+fn may_read_qr(principal: &Principal, kind: Kind, id: Uuid) -> Result<(), ApiError> {
+    let allowed = match kind {
+        Kind::Stalls => true,
+        Kind::Students => {
+            principal.is_admin()
+                || (principal.role == Role::Student && principal.id == id.to_string())
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        tracing::info!(role = ?principal.role, %kind, "QR of another record refused");
+        Err(ApiError::forbidden())
+    }
+}
+
+fn read_error(error: ReadError) -> ApiError {
+    match error {
+        ReadError::NotFound(kind) => ApiError::not_found(format!(
+            "no {} with this id",
+            kind.title().to_lowercase().trim_end_matches('s')
+        )),
+        ReadError::DatabaseUnavailable(error) => {
+            tracing::warn!(error = %error, "Postgres unavailable for a QR read");
+            ApiError::unavailable()
+        }
+        ReadError::Other(error) => ApiError::internal(error),
+    }
+}
+
 fn parse_kind(text: &str) -> Result<Kind, ApiError> {
     match text {
         "students" => Ok(Kind::Students),
@@ -86,27 +119,12 @@ pub async fn qr(
 ) -> Result<Response<Body>, ApiError> {
     let kind = parse_kind(kind)?;
     let id = parse_id(id)?;
-    let own =
-        principal.role == Role::Student && kind == Kind::Students && principal.id == id.to_string();
-    if !principal.is_admin() && !own {
-        tracing::info!(role = ?principal.role, "QR of another record refused");
-        return Err(ApiError::forbidden());
-    }
+    may_read_qr(principal, kind, id)?;
     let image = api
         .reader
-        .image(kind, id)
+        .image(kind, id, &api.jwt_secret)
         .await
-        .map_err(|error| match error {
-            ReadError::NotFound(_) => ApiError::not_found(format!(
-                "no {} with this id has a QR code",
-                kind.title().to_lowercase()
-            )),
-            ReadError::DatabaseUnavailable(error) => {
-                tracing::warn!(error = %error, "Postgres unavailable for a QR read");
-                ApiError::unavailable()
-            }
-            ReadError::Other(error) => ApiError::internal(error),
-        })?;
+        .map_err(read_error)?;
     Metrics::new("http-api")
         .count("CacheHits", u64::from(image.source == Source::Hit))
         .count("CacheMisses", u64::from(image.source == Source::Miss))
@@ -157,6 +175,79 @@ pub async fn qr(
         headers.insert(header::ETAG, value);
     }
     headers.insert("x-cache", HeaderValue::from_static(image.source.as_str()));
+    Ok(response)
+}
+
+/// `GET /students/me/qr` (`id` None: the caller, who must be a student) and
+/// `GET /qr/students/{id}/rotating`: the rotating QR in the app's `getQRCode` envelope, or the
+/// PNG when the client accepts `image/png` and not JSON.
+pub async fn rotating_qr(
+    api: &Api,
+    request: &Request,
+    principal: &Principal,
+    id: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let id = match id {
+        Some(id) => parse_id(id)?,
+        None if principal.role == Role::Student => parse_id(&principal.id)?,
+        None => {
+            tracing::info!(role = ?principal.role, "own rotating QR asked for by a non-student");
+            return Err(ApiError::forbidden());
+        }
+    };
+    may_read_qr(principal, Kind::Students, id)?;
+    let now = chrono::Utc::now();
+    let rotating = api
+        .reader
+        .rotating(&api.rotating, id, now.timestamp())
+        .await
+        .map_err(read_error)?;
+    Metrics::new("http-api")
+        .count(
+            "RotatingHits",
+            u64::from(rotating.image.source == Source::Hit),
+        )
+        .count(
+            "RotatingMisses",
+            u64::from(rotating.image.source == Source::Miss),
+        )
+        .emit();
+    let accept = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut response = if accept.contains("image/png") && !accept.contains("application/json") {
+        respond::bytes(
+            StatusCode::OK,
+            "image/png",
+            rotating.image.png().map_err(ApiError::internal)?,
+        )
+    } else {
+        respond::json(
+            StatusCode::OK,
+            &respond::app_success(
+                serde_json::json!({
+                    "qr_code": rotating.image.data_url,
+                    "qr_code_token": rotating.token,
+                    "registration_no": rotating.registration_no,
+                    "rotation_info": {
+                        "expires_in_seconds": shared::rotating::seconds_left(rotating.window, now.timestamp()),
+                        "rotation_interval": shared::token::ROTATION_SECS,
+                        "grace_period_seconds": shared::token::GRACE_WINDOWS * shared::token::ROTATION_SECS,
+                    },
+                }),
+                now,
+            ),
+        )
+    };
+    let headers = response.headers_mut();
+    // A new image every 30 s: nothing may keep one.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        "x-cache",
+        HeaderValue::from_static(rotating.image.source.as_str()),
+    );
     Ok(response)
 }
 

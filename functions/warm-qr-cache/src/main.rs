@@ -7,22 +7,33 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use lambda_runtime::service_fn;
-use shared::startup;
+use shared::startup::{self, Needs};
+use shared::token::RotatingSigner;
 use warm_qr_cache::{handle, Clients};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let started = match startup::start("warm-qr-cache", &[]) {
+    let started = match startup::start("warm-qr-cache", &[Needs::JwtSecret]) {
         Ok(started) => started,
         Err(status) => return status,
+    };
+    // `Needs::JwtSecret` made sure of the secret; an HMAC takes a key of any length.
+    let Ok(jwt_secret) = started.config.jwt_secret().cloned() else {
+        return ExitCode::from(2);
+    };
+    let Ok(signer) = RotatingSigner::new(&jwt_secret) else {
+        eprintln!("warm-qr-cache: JWT_SECRET is not usable as an HMAC key");
+        return ExitCode::from(2);
     };
     let clients = Arc::new(Clients {
         db: started.db,
         cache: started.cache,
         config: started.config,
+        jwt_secret,
+        signer,
     });
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
-        return terminal::run(&clients.db, &clients.cache, &clients.config.qr).await;
+        return terminal::run(&clients).await;
     }
     startup::warm_up(&clients.db).await;
     let result = lambda_runtime::run(service_fn(|event| {

@@ -6,29 +6,39 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
-use shared::cache::Cache;
-use shared::db::Database;
 use shared::kind::Kind;
-use shared::qr::QrSettings;
-use shared::warm::{self, Progress, WarmRequest};
+use shared::warm::Progress;
+use warm_qr_cache::{Clients, Job};
 
 const USAGE: &str = "\
-Warms the QR image cache: every student and stall with a QR token gets its image in Redis.
+Warms the QR image cache: every student and stall gets a QR token (minted in the app's format
+when it has none) and its image in Redis.
 
-Usage: warm-qr-cache [--kinds students,stalls] [--force] [--ids ID,ID...] [--shard N --shards M] [--json]
+Usage: warm-qr-cache [--kinds students,stalls] [--force] [--no-mint] [--ids ID,ID...] [--shard N --shards M] [--json]
+       warm-qr-cache --rotating [--everyone] [--windows-ahead N] [--json]
+       warm-qr-cache --sample-hit-rate [--json]
        warm-qr-cache --payload '{\"kinds\": [\"students\"], \"force\": true}'
 
   --kinds     only these kinds (default: both)
   --force     re-render every image, even those already cached (after changing QR settings)
+  --no-mint   leave rows without a token as they are
   --ids       only these rows (after regenerating their tokens)
   --shard N --shards M
               warm share N of M (0-based), to split a very large event across runs
+  --rotating  prepare the rotating QRs of the current window and the next ones (default 2)
+              for the students registered for an event running today
+  --everyone  with --rotating: for every student
+  --windows-ahead N
+              with --rotating: windows after the current one (0..10)
+  --sample-hit-rate
+              take one sample of the cache hit rate and emit it as metrics
   --payload   the Lambda's JSON payload, as is
   --json      print the summary as JSON instead of text
 
-Configuration comes from the environment: NEON_DATABASE_URL (or DATABASE_URL), REDIS_URL,
+Configuration comes from the environment: NEON_DATABASE_URL (or DATABASE_URL), REDIS_URL (or
+REDIS_HOST, REDIS_PORT, REDIS_USERNAME, REDIS_PASSWORD, REDIS_DB), JWT_SECRET,
 QR_CACHE_TTL_SECS, CACHE_KEY_PREFIX, QR_WIDTH_PX, QR_MARGIN, QR_ECC, LOG_LEVEL.
-Exit status: 0 when every image is cached, 1 when the warm failed, 2 for a usage error.";
+Exit status: 0 when every image is cached, 1 when the job failed, 2 for a usage error.";
 
 struct Options {
     payload: Value,
@@ -48,18 +58,33 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
             "--force" => {
                 payload.insert("force".into(), json!(true));
             }
+            "--no-mint" => {
+                payload.insert("mint".into(), json!(false));
+            }
+            "--rotating" => {
+                payload.insert("mode".into(), json!("rotating"));
+            }
+            "--everyone" => {
+                payload.insert("audience".into(), json!("everyone"));
+            }
+            "--sample-hit-rate" => {
+                payload.insert("mode".into(), json!("sample_hit_rate"));
+            }
             "--kinds" => {
                 payload.insert("kinds".into(), list(value("--kinds")?));
             }
             "--ids" => {
                 payload.insert("ids".into(), list(value("--ids")?));
             }
-            "--shard" | "--shards" => {
+            "--shard" | "--shards" | "--windows-ahead" => {
                 let text = value(&arg)?;
                 let number: u32 = text
                     .parse()
                     .map_err(|_| format!("{arg} needs a number, got `{text}`"))?;
-                payload.insert(arg.trim_start_matches("--").into(), json!(number));
+                payload.insert(
+                    arg.trim_start_matches("--").replace('-', "_"),
+                    json!(number),
+                );
             }
             "--payload" => {
                 let text = value("--payload")?;
@@ -98,7 +123,7 @@ impl Progress for Bar {
     }
 }
 
-pub async fn run(db: &Database, cache: &Cache, qr: &QrSettings) -> ExitCode {
+pub async fn run(clients: &Clients) -> ExitCode {
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(Some(options)) => options,
         Ok(None) => {
@@ -110,8 +135,8 @@ pub async fn run(db: &Database, cache: &Cache, qr: &QrSettings) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let request = match WarmRequest::from_event(&options.payload) {
-        Ok(request) => request,
+    let job = match Job::from_event(&options.payload) {
+        Ok(job) => job,
         Err(error) => {
             eprintln!("warm-qr-cache: {error}");
             return ExitCode::from(2);
@@ -128,20 +153,20 @@ pub async fn run(db: &Database, cache: &Cache, qr: &QrSettings) -> ExitCode {
     } else {
         Bar(ProgressBar::hidden())
     };
-    let (summary, ok) = match warm::warm_and_report(db, cache, qr, &request, &bar).await {
-        Ok(summary) => (summary, true),
+    let (summary, ok) = match warm_qr_cache::run(&job, clients, &bar).await {
+        Ok(summary) => (Some(summary), true),
         Err(failed) => {
             eprintln!("warm-qr-cache: {}", failed.error);
             (failed.summary, false)
         }
     };
-    if options.json {
-        match serde_json::to_string(&summary) {
+    match (summary, options.json) {
+        (Some(summary), true) => match serde_json::to_string(&summary) {
             Ok(text) => println!("{text}"),
             Err(error) => eprintln!("warm-qr-cache: summary not printable: {error}"),
-        }
-    } else {
-        println!("{summary}");
+        },
+        (Some(summary), false) => println!("{summary}"),
+        (None, _) => {}
     }
     if ok {
         ExitCode::SUCCESS
@@ -170,8 +195,35 @@ mod tests {
             json!({"kinds": ["students"], "force": true, "shard": 1, "shards": 4})
         );
         assert!(options.json);
-        let request = WarmRequest::from_event(&options.payload).unwrap();
+        let Job::Static(request) = Job::from_event(&options.payload).unwrap() else {
+            panic!("not a static warm");
+        };
         assert_eq!(request.kinds, vec![Kind::Students]);
+    }
+
+    #[test]
+    fn rotating_and_sampler_flags_choose_their_jobs() {
+        let options = parse(&["--rotating", "--everyone", "--windows-ahead", "0"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            options.payload,
+            json!({"mode": "rotating", "audience": "everyone", "windows_ahead": 0})
+        );
+        assert!(matches!(
+            Job::from_event(&options.payload).unwrap(),
+            Job::Rotating(_)
+        ));
+        let options = parse(&["--sample-hit-rate"]).unwrap().unwrap();
+        assert_eq!(
+            Job::from_event(&options.payload).unwrap(),
+            Job::SampleHitRate
+        );
+        let options = parse(&["--no-mint"]).unwrap().unwrap();
+        assert!(matches!(
+            Job::from_event(&options.payload).unwrap(),
+            Job::Static(shared::warm::WarmRequest { mint: false, .. })
+        ));
     }
 
     #[test]

@@ -276,7 +276,8 @@ impl Signer {
                     if self.existing.contains(key) {
                         return None;
                     }
-                    token::student_token(&self.secret, key, &random_nonce(), self.issued_at).ok()
+                    token::student_token(&self.secret, key, &token::random_nonce(), self.issued_at)
+                        .ok()
                 })
                 .collect(),
             Records::Stalls(_) => Vec::new(),
@@ -303,12 +304,6 @@ impl SchoolLookup {
             }
         }
     }
-}
-
-/// A nonce as the app makes one: two random bytes as 4 hex characters.
-fn random_nonce() -> String {
-    let bytes = Uuid::new_v4().into_bytes();
-    token::nonce(u16::from_be_bytes([bytes[0], bytes[1]]))
 }
 
 /// A hash no one can log in with: bcrypt of a random secret that is thrown away. One per
@@ -947,7 +942,7 @@ impl<'a> Loader<'a> {
                 None => std::borrow::Cow::Owned(token::student_token(
                     self.jwt_secret,
                     &planned.key,
-                    &random_nonce(),
+                    &token::random_nonce(),
                     self.issued_at,
                 )?),
             };

@@ -621,15 +621,17 @@ impl Importer<'_> {
         }
         let mut cached = 0;
         for ids in touched.chunks(10_000) {
+            // The import gave every row it wrote a token; minting is the warmer's business.
             let request = WarmRequest {
                 kinds: vec![kind],
                 force: false,
+                mint: false,
                 filter: RowFilter {
                     ids: ids.to_vec(),
                     shard: None,
                 },
             };
-            match warm::warm(self.db, self.cache, self.qr, &request, &()).await {
+            match warm::warm(self.db, self.cache, self.qr, None, &request, &()).await {
                 Ok(summary) => cached += summary.cached(),
                 Err(failed) => {
                     tracing::error!(error = %failed.error, "caching the imported rows' QR images failed");
