@@ -208,6 +208,8 @@ async fn every_sample_api_event_gets_its_answer() {
     let world = World::new().await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
     let token = admin();
+    let (student_id, _) = world.student(1).await;
+    let student = session(&student_id, "STUDENT");
     for (file, status) in [
         ("api-health.json", 200),
         ("api-cache-stats.json", 200),
@@ -217,10 +219,17 @@ async fn every_sample_api_event_gets_its_answer() {
         ("api-validate-import.json", 200),
         ("api-import-status.json", 404),
         ("api-template.json", 200),
+        ("api-rotating-qr.json", 200),
     ] {
+        // The student's own screen takes a student's token; the rest, an admin's.
+        let caller = if file == "api-rotating-qr.json" {
+            &student
+        } else {
+            &token
+        };
         let text = std::fs::read_to_string(dir.join(file))
             .unwrap()
-            .replace("REPLACE_WITH_SESSION_TOKEN", &token);
+            .replace("REPLACE_WITH_SESSION_TOKEN", caller);
         let request =
             lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
         let response = http_api::handle(&world.api, request).await;

@@ -145,6 +145,29 @@ async fn the_rotating_prewarm_writes_the_coming_windows_in_the_apps_format_for_t
     assert_eq!(summary.already_cached, 15 - 5 * new_windows);
 }
 
+/// The sample events of the rotating schedule and the sampler run their jobs.
+#[tokio::test]
+async fn the_rotating_and_sampler_sample_events_run_their_jobs() {
+    let db = TestDb::create().await;
+    db.seed(3, 1).await;
+    let cache = test_cache(600);
+    let config = config_for(&db, &cache);
+    let clients = warmer_clients(&db, cache, config);
+    let event = |file: &str| -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../events")
+            .join(file);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    // The demo students attend the demo event, which runs today.
+    let summary = prepare(&clients, event("warm-rotating.json")).await;
+    assert_eq!((summary.students, summary.rendered), (3, 9));
+    assert!(matches!(
+        invoke(&clients, event("warm-hit-rate-sample.json")).await,
+        Ok(Outcome::HitRate(_))
+    ));
+}
+
 #[tokio::test]
 async fn the_audience_is_who_may_be_scanned_today_or_everyone_by_option() {
     let db = students_without_registrations(10).await;
