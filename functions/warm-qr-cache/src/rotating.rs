@@ -192,8 +192,9 @@ pub async fn prepare(
         duration_ms: 0.0,
         renders_per_second: 0.0,
     };
+    // What is cached already, window by window, in a few pipelined round trips.
     let prefix = cache.settings().key_prefix.clone();
-    let mut stores: JoinSet<Result<(), Error>> = JoinSet::new();
+    let mut missing = Vec::new();
     for &window in &windows {
         for chunk in students.chunks(CHUNK) {
             let keys: Vec<String> = chunk
@@ -201,32 +202,43 @@ pub async fn prepare(
                 .map(|registration_no| rotating::key(&prefix, registration_no, window))
                 .collect();
             let cached = rotating::cached(cache, &keys).await?;
-            let missing: Vec<(String, String)> = chunk
-                .iter()
-                .cloned()
-                .zip(keys)
-                .zip(cached)
-                .filter(|(_, found)| !found)
-                .map(|(pair, _)| pair)
-                .collect();
-            summary.already_cached += (chunk.len() - missing.len()) as u64;
-            let (entries, failures) = render_chunk(signer.clone(), missing, window).await?;
-            summary.rendered += entries.len() as u64;
-            summary.failed += failures.len() as u64;
-            let room = FAILURES_LISTED.saturating_sub(summary.failures.len());
-            summary.failures.extend(failures.into_iter().take(room));
-            while stores.len() >= STORES_IN_FLIGHT {
-                join_store(&mut stores).await?;
+            for ((registration_no, key), found) in chunk.iter().zip(keys).zip(cached) {
+                if found {
+                    summary.already_cached += 1;
+                } else {
+                    missing.push((window, registration_no.clone(), key));
+                }
             }
-            let cache = cache.clone();
-            stores.spawn(async move {
-                let now = chrono::Utc::now().timestamp();
-                rotating::store(&cache, window, now, &entries).await
-            });
         }
+    }
+    // One render job walks everything missing, the current window first, a chunk at a time on
+    // every core, and hands each chunk over as it finishes: the cores never wait for Redis.
+    let (chunks, mut rendered) = tokio::sync::mpsc::channel::<RenderedChunk>(STORES_IN_FLIGHT);
+    let signer = signer.clone();
+    rayon::spawn(move || render_all(&signer, missing, &chunks));
+    let mut stores: JoinSet<Result<(), Error>> = JoinSet::new();
+    while let Some(chunk) = rendered.recv().await {
+        summary.rendered += chunk.entries.len() as u64;
+        summary.failed += chunk.failures.len() as u64;
+        let room = FAILURES_LISTED.saturating_sub(summary.failures.len());
+        summary
+            .failures
+            .extend(chunk.failures.into_iter().take(room));
+        while stores.len() >= STORES_IN_FLIGHT {
+            join_store(&mut stores).await?;
+        }
+        let cache = cache.clone();
+        stores.spawn(async move {
+            let now = chrono::Utc::now().timestamp();
+            rotating::store(&cache, chunk.window, now, &chunk.entries).await
+        });
     }
     while !stores.is_empty() {
         join_store(&mut stores).await?;
+    }
+    let expected = summary.students * summary.windows.len() as u64;
+    if summary.rendered + summary.failed + summary.already_cached != expected {
+        return Err(Error::Stopped("a rotating render worker"));
     }
     let elapsed = started.elapsed().as_secs_f64();
     summary.duration_ms = elapsed * 1000.0;
@@ -242,43 +254,53 @@ async fn join_store(stores: &mut JoinSet<Result<(), Error>>) -> Result<(), Error
     }
 }
 
-type Rendered = (Vec<(String, String)>, Vec<Failure>);
-
-/// Signs and draws one chunk on rayon's pool (one thread per core), off the async runtime.
-async fn render_chunk(
-    signer: RotatingSigner,
-    missing: Vec<(String, String)>,
+/// One window's images, rendered together.
+struct RenderedChunk {
     window: i64,
-) -> Result<Rendered, Error> {
-    if missing.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let (done, result) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        use rayon::prelude::*;
-        let results: Vec<_> = missing
-            .into_par_iter()
-            .map(|(registration_no, key)| {
-                let rendered = rotating::render(&signer, &registration_no, window);
-                (registration_no, key, rendered)
-            })
-            .collect();
-        let mut entries = Vec::with_capacity(results.len());
-        let mut failures = Vec::new();
-        for (registration_no, key, rendered) in results {
-            match rendered {
-                Ok(image) => entries.push((key, image.data_url)),
-                Err(error) => failures.push(Failure {
-                    id: registration_no,
-                    reason: error.to_string(),
-                }),
+    entries: Vec<(String, String)>,
+    failures: Vec<Failure>,
+}
+
+/// Signs and draws `missing` (window, registration number, key), a chunk of one window at a
+/// time across rayon's pool, sending each chunk on. Stops early if the receiver is gone.
+fn render_all(
+    signer: &RotatingSigner,
+    missing: Vec<(i64, String, String)>,
+    chunks: &tokio::sync::mpsc::Sender<RenderedChunk>,
+) {
+    use rayon::prelude::*;
+    for group in missing.chunk_by(|a, b| a.0 == b.0) {
+        for part in group.chunks(CHUNK) {
+            let window = part[0].0;
+            let results: Vec<_> = part
+                .par_iter()
+                .map(|(_, registration_no, key)| {
+                    (
+                        registration_no,
+                        key,
+                        rotating::render(signer, registration_no, window),
+                    )
+                })
+                .collect();
+            let mut chunk = RenderedChunk {
+                window,
+                entries: Vec::with_capacity(results.len()),
+                failures: Vec::new(),
+            };
+            for (registration_no, key, rendered) in results {
+                match rendered {
+                    Ok(image) => chunk.entries.push((key.clone(), image.data_url)),
+                    Err(error) => chunk.failures.push(Failure {
+                        id: registration_no.clone(),
+                        reason: error.to_string(),
+                    }),
+                }
+            }
+            if chunks.blocking_send(chunk).is_err() {
+                return;
             }
         }
-        let _ = done.send((entries, failures));
-    });
-    result
-        .await
-        .map_err(|_| Error::Stopped("a rotating render worker"))
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 //!   bench render [--count N]                  QR encoders and PNG settings, per core
 //!   bench import [--rows N]                   a students .xlsx imported end to end (default 100000)
 //!   bench http [--requests N]                 the API handler in-process: QR hits and misses (default 10000)
+//!   bench rotating [--students N] [--prewarm-only]
+//!                                             rotating QRs: one window's pre-warm, the route's hits,
+//!                                             misses and a paced 30-second refresh (default 11000)
 //!
 //! `warm` seeds a fresh database, runs the release `warm-qr-cache` binary beside this one (cold,
 //! then unchanged) and reads its JSON summary (peak memory included) and what it left in Redis. Services:
@@ -21,6 +24,7 @@ use tools::seed::{self, DemoSize};
 
 mod http;
 mod import;
+mod rotating;
 
 type Failure = Box<dyn std::error::Error>;
 
@@ -44,9 +48,10 @@ async fn main() -> ExitCode {
         Some("render") => render(&args),
         Some("import") => import::run(&args).await,
         Some("http") => http::run(&args).await,
+        Some("rotating") => rotating::run(&args).await,
         Some("import-child") => import::child(&args).await,
         _ => {
-            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N] | bench http [--requests N]");
+            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N] | bench http [--requests N] | bench rotating [--students N] [--prewarm-only]");
             return ExitCode::from(2);
         }
     };
