@@ -74,14 +74,29 @@ pub async fn cached(cache: &Cache, keys: &[String]) -> Result<Vec<bool>, Error> 
         .map_err(|source| Error::redis("checking rotating images (EXISTS)", source))
 }
 
-/// Stores the images of one window, each living until the window's grace ends.
+/// Stores `(window, key, image)` entries in one round trip, each living until its window's
+/// grace ends.
 pub async fn store(
     cache: &Cache,
-    window: i64,
     now_secs: i64,
-    entries: &[(String, String)],
+    entries: &[(i64, String, String)],
 ) -> Result<(), Error> {
-    cache.store_for(entries, ttl(window, now_secs)).await
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (window, key, value) in entries {
+        pipe.cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("EX")
+            .arg(ttl(*window, now_secs).as_secs())
+            .ignore();
+    }
+    let mut connection = cache.connection();
+    pipe.query_async::<()>(&mut connection)
+        .await
+        .map_err(|source| Error::redis("storing rotating images (SET)", source))
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ use lambda_http::{service_fn, Error, Request};
 use shared::startup::{self, Needs};
 use shared::storage::Storage;
 
-#[tokio::main]
+// One request at a time per instance: on one thread, a request's Postgres and Redis replies
+// wake the handler without a hop between threads (renders still run on the blocking pool).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let started = match startup::start("http-api", &[Needs::JwtSecret, Needs::ImportBucket]) {
         Ok(started) => started,

@@ -80,6 +80,14 @@ pub struct RotatingImage {
 
 type Flight = Arc<OnceCell<Result<String, String>>>;
 
+/// How long a student's registration number is remembered by id. A student opens the rotating
+/// QR every 30 seconds; remembering the number keeps Postgres off the hot path, at the price of
+/// a number changed in the app showing up to this late (a student's registration number is
+/// their login and natural key; it does not change in normal use).
+const REGISTRATION_MEMO_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+/// Students remembered at most; past this the memo starts again empty.
+const REGISTRATION_MEMO_MAX: usize = 200_000;
+
 /// Reads QR images; one per process, shared by its requests.
 pub struct QrReader {
     db: Database,
@@ -87,6 +95,7 @@ pub struct QrReader {
     settings: QrSettings,
     in_flight: Mutex<HashMap<String, Flight>>,
     renders: std::sync::atomic::AtomicU64,
+    registrations: Mutex<HashMap<Uuid, (String, std::time::Instant)>>,
 }
 
 /// Why an image could not be served.
@@ -108,6 +117,7 @@ impl QrReader {
             settings,
             in_flight: Mutex::new(HashMap::new()),
             renders: Default::default(),
+            registrations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -156,8 +166,28 @@ impl QrReader {
         Ok(self.image_of_token(&token).await?)
     }
 
-    /// A student's registration number, which names their rotating QR.
+    /// A student's registration number, which names their rotating QR: remembered for
+    /// [`REGISTRATION_MEMO_TTL`], else read from Postgres.
     pub async fn registration_no(&self, id: Uuid) -> Result<String, ReadError> {
+        let remembered = self.registrations.lock().ok().and_then(|memo| {
+            memo.get(&id)
+                .filter(|(_, at)| at.elapsed() < REGISTRATION_MEMO_TTL)
+                .map(|(number, _)| number.clone())
+        });
+        if let Some(number) = remembered {
+            return Ok(number);
+        }
+        let number = self.read_registration_no(id).await?;
+        if let Ok(mut memo) = self.registrations.lock() {
+            if memo.len() >= REGISTRATION_MEMO_MAX {
+                memo.clear();
+            }
+            memo.insert(id, (number.clone(), std::time::Instant::now()));
+        }
+        Ok(number)
+    }
+
+    async fn read_registration_no(&self, id: Uuid) -> Result<String, ReadError> {
         let client = self
             .db
             .client()
@@ -284,12 +314,12 @@ impl QrReader {
             .get_or_init(|| async {
                 self.renders
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let owned = token.to_owned();
-                let rendered =
-                    tokio::task::spawn_blocking(move || qr::render_data_url(&owned, &settings))
-                        .await
-                        .map_err(|e| format!("render stopped: {e}"))
-                        .and_then(|r| r.map(|(url, _)| url).map_err(|e| e.to_string()));
+                // In place: one image takes well under a millisecond and an instance serves one
+                // request at a time, so a hop to the blocking pool and back costs more than it
+                // frees (BENCHMARKS.md, "The rotating QR").
+                let rendered = qr::render_data_url(token, &settings)
+                    .map(|(url, _)| url)
+                    .map_err(|e| e.to_string());
                 if let (Ok(url), Some(ttl)) = (&rendered, store_for) {
                     let entry = [(key.to_owned(), url.clone())];
                     if let Err(error) = self.cache.store_for(&entry, ttl).await {

@@ -20,10 +20,12 @@ use shared::rotating;
 use shared::token::{self, RotatingSigner};
 use shared::warm::Failure;
 
-/// Students per EXISTS round trip and per parallel render.
+/// Students per EXISTS round trip.
 const CHUNK: usize = 1024;
-/// Stores in flight while the next chunk renders.
-const STORES_IN_FLIGHT: usize = 2;
+/// Stores in flight while the next parts render.
+const STORES_IN_FLIGHT: usize = 4;
+/// Images one render thread draws before handing them to Redis.
+const RENDER_PART: usize = 256;
 /// Failures listed by registration number; the count covers the rest.
 const FAILURES_LISTED: usize = 20;
 /// Windows after the current one a run may prepare: ten is five minutes of images in Redis.
@@ -211,8 +213,8 @@ pub async fn prepare(
             }
         }
     }
-    // One render job walks everything missing, the current window first, a chunk at a time on
-    // every core, and hands each chunk over as it finishes: the cores never wait for Redis.
+    // One render job walks everything missing, the current window first, on every core, and
+    // hands each part over as it finishes: the cores never wait for Redis.
     let (chunks, mut rendered) = tokio::sync::mpsc::channel::<RenderedChunk>(STORES_IN_FLIGHT);
     let signer = signer.clone();
     rayon::spawn(move || render_all(&signer, missing, &chunks));
@@ -230,7 +232,7 @@ pub async fn prepare(
         let cache = cache.clone();
         stores.spawn(async move {
             let now = chrono::Utc::now().timestamp();
-            rotating::store(&cache, chunk.window, now, &chunk.entries).await
+            rotating::store(&cache, now, &chunk.entries).await
         });
     }
     while !stores.is_empty() {
@@ -254,53 +256,37 @@ async fn join_store(stores: &mut JoinSet<Result<(), Error>>) -> Result<(), Error
     }
 }
 
-/// One window's images, rendered together.
+/// Images rendered together: `(window, key, data URL)`.
 struct RenderedChunk {
-    window: i64,
-    entries: Vec<(String, String)>,
+    entries: Vec<(i64, String, String)>,
     failures: Vec<Failure>,
 }
 
-/// Signs and draws `missing` (window, registration number, key), a chunk of one window at a
-/// time across rayon's pool, sending each chunk on. Stops early if the receiver is gone.
+/// Signs and draws `missing` (window, registration number, key) on every core of rayon's pool,
+/// a part at a time per thread with no barrier between parts, sending each part on as it is
+/// done. Stops early if the receiver is gone.
 fn render_all(
     signer: &RotatingSigner,
     missing: Vec<(i64, String, String)>,
     chunks: &tokio::sync::mpsc::Sender<RenderedChunk>,
 ) {
     use rayon::prelude::*;
-    for group in missing.chunk_by(|a, b| a.0 == b.0) {
-        for part in group.chunks(CHUNK) {
-            let window = part[0].0;
-            let results: Vec<_> = part
-                .par_iter()
-                .map(|(_, registration_no, key)| {
-                    (
-                        registration_no,
-                        key,
-                        rotating::render(signer, registration_no, window),
-                    )
-                })
-                .collect();
-            let mut chunk = RenderedChunk {
-                window,
-                entries: Vec::with_capacity(results.len()),
-                failures: Vec::new(),
-            };
-            for (registration_no, key, rendered) in results {
-                match rendered {
-                    Ok(image) => chunk.entries.push((key.clone(), image.data_url)),
-                    Err(error) => chunk.failures.push(Failure {
-                        id: registration_no.clone(),
-                        reason: error.to_string(),
-                    }),
-                }
-            }
-            if chunks.blocking_send(chunk).is_err() {
-                return;
+    let _ = missing.par_chunks(RENDER_PART).try_for_each(|part| {
+        let mut chunk = RenderedChunk {
+            entries: Vec::with_capacity(part.len()),
+            failures: Vec::new(),
+        };
+        for (window, registration_no, key) in part {
+            match rotating::render(signer, registration_no, *window) {
+                Ok(image) => chunk.entries.push((*window, key.clone(), image.data_url)),
+                Err(error) => chunk.failures.push(Failure {
+                    id: registration_no.clone(),
+                    reason: error.to_string(),
+                }),
             }
         }
-    }
+        chunks.blocking_send(chunk).map_err(|_| ())
+    });
 }
 
 #[cfg(test)]

@@ -40,9 +40,25 @@ pub(crate) fn flag(args: &[String], name: &str, default: usize) -> Result<usize,
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `http` measures the API on the API's own runtime, one thread (functions/http-api's main);
+    // the rest run as the warmer and the importer do.
+    let mut builder = if args.first().map(String::as_str) == Some("http") {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(args)),
+        Err(error) => {
+            eprintln!("bench: no runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Vec<String>) -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("warm") => warm(&args).await,
         Some("render") => render(&args),
@@ -349,6 +365,29 @@ fn render(args: &[String]) -> Result<(), Failure> {
         }
     }
     println!("decoded {checked} images of each encoder back to their tokens: all identical");
+
+    // The rotating QR (ECC M, margin 1, 300 px) of a token per student and window.
+    let signer = shared::token::RotatingSigner::new(&secret)?;
+    let window = shared::token::window_at(chrono::Utc::now().timestamp());
+    let started = Instant::now();
+    let mut rotating_len = 0;
+    for i in 0..count {
+        let image = shared::rotating::render(&signer, &seed::registration_no(i), window)?;
+        rotating_len += image.token.len();
+    }
+    let rotating = started.elapsed();
+    let started = Instant::now();
+    for i in 0..count {
+        let token = signer.token(&seed::registration_no(i), window)?;
+        qr::encode_matrix(&token, shared::rotating::ROTATING_QR.ecc)?;
+    }
+    println!(
+        "rotating QR (mean token {:.0} chars, ECC M, 300 px, margin 1): {:.3} ms per image ({:.3} ms of it the matrix), {:.0} images/s per core",
+        rotating_len as f64 / count as f64,
+        per(rotating),
+        per(started.elapsed()),
+        count as f64 / rotating.as_secs_f64()
+    );
 
     // PNG settings: size and time.
     for level in 1..=9u8 {
