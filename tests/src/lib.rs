@@ -573,3 +573,23 @@ pub async fn register_for_event_today(
         .unwrap();
     event
 }
+
+/// Runs the release-or-debug `warm-qr-cache` binary as cron would: only `PATH` and `env`.
+pub fn run_warmer(env: &[(&str, String)], args: &[&str]) -> std::process::Output {
+    std::process::Command::new(binary("warm-qr-cache"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A process's stdout then stderr, as one text.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

@@ -1,34 +1,14 @@
 //! The plain command, as cron and PM2 run it: summary, exit status, and logs free of secrets.
 
-use std::process::{Command, Output};
-
-use end_to_end::{binary, redis_url, test_cache, TestDb};
+use end_to_end::{output_text, redis_url, run_warmer, test_cache, TestDb};
 
 const DB_PASSWORD: &str = "Pg-Pa55word-never-logged";
 const JWT: &str = "Jwt-secret-never-logged";
-
-fn run(env: &[(&str, String)], args: &[&str]) -> Output {
-    Command::new(binary("warm-qr-cache"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn with_password(url: &str) -> String {
     let mut url = url::Url::parse(url).unwrap();
     url.set_password(Some(DB_PASSWORD)).unwrap();
     url.to_string()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[tokio::test]
@@ -43,8 +23,8 @@ async fn prints_the_summary_and_never_a_secret_even_at_trace_level() {
         ("JWT_SECRET", JWT.to_string()),
         ("LOG_LEVEL", "trace".to_string()),
     ];
-    let output = run(&env, &[]);
-    let all = text(&output);
+    let output = run_warmer(&env, &[]);
+    let all = output_text(&output);
     assert!(output.status.success(), "{all}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -58,8 +38,8 @@ async fn prints_the_summary_and_never_a_secret_even_at_trace_level() {
         "a secret reached the output"
     );
 
-    let output = run(&env, &["--json", "--kinds", "stalls"]);
-    assert!(output.status.success(), "{}", text(&output));
+    let output = run_warmer(&env, &["--json", "--kinds", "stalls"]);
+    assert!(output.status.success(), "{}", output_text(&output));
     let summary: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("JSON summary on stdout");
     assert_eq!(summary["kinds"][0]["kind"], "stalls");
@@ -76,8 +56,8 @@ async fn postgres_down_exits_non_zero_with_the_reason_and_no_secret() {
         ("JWT_SECRET", JWT.to_string()),
         ("LOG_LEVEL", "trace".to_string()),
     ];
-    let output = run(&env, &[]);
-    let all = text(&output);
+    let output = run_warmer(&env, &[]);
+    let all = output_text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("Postgres: connecting"), "{all}");
     assert!(
@@ -92,15 +72,15 @@ async fn postgres_down_exits_non_zero_with_the_reason_and_no_secret() {
 
 #[test]
 fn bad_configuration_and_payloads_are_usage_errors_naming_the_problem() {
-    let output = run(
+    let output = run_warmer(
         &[("NEON_DATABASE_URL", "postgres://127.0.0.1/x".into())],
         &[],
     );
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        text(&output).contains("REDIS_URL is not set"),
+        output_text(&output).contains("REDIS_URL is not set"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
 
     // The warmer mints tokens for rows that have none: it needs the app's secret.
@@ -108,12 +88,12 @@ fn bad_configuration_and_payloads_are_usage_errors_naming_the_problem() {
         ("NEON_DATABASE_URL", "postgres://127.0.0.1/x".to_string()),
         ("REDIS_URL", redis_url()),
     ];
-    let output = run(&env, &[]);
+    let output = run_warmer(&env, &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        text(&output).contains("JWT_SECRET is not set"),
+        output_text(&output).contains("JWT_SECRET is not set"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
 
     let env = [
@@ -122,12 +102,12 @@ fn bad_configuration_and_payloads_are_usage_errors_naming_the_problem() {
         ("JWT_SECRET", "s".into()),
         ("QR_ECC", "Z".into()),
     ];
-    let output = run(&env, &[]);
+    let output = run_warmer(&env, &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        text(&output).contains("QR_ECC is invalid"),
+        output_text(&output).contains("QR_ECC is invalid"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
 
     let env = [
@@ -135,11 +115,11 @@ fn bad_configuration_and_payloads_are_usage_errors_naming_the_problem() {
         ("REDIS_URL", redis_url()),
         ("JWT_SECRET", "s".into()),
     ];
-    let output = run(&env, &["--payload", r#"{"kinds": ["teachers"]}"#]);
+    let output = run_warmer(&env, &["--payload", r#"{"kinds": ["teachers"]}"#]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        text(&output).contains("`teachers` is not a kind"),
+        output_text(&output).contains("`teachers` is not a kind"),
         "{}",
-        text(&output)
+        output_text(&output)
     );
 }

@@ -2,11 +2,12 @@
 //! REDIS_DB) in place of REDIS_URL, through the plain command: the database it selects, the
 //! passwords it sends, and what it says when REDIS_URL shadows them.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use end_to_end::{
-    binary, decode_data_url, free_port, redis_connection, redis_url, test_cache, TestDb, JWT_SECRET,
+    decode_data_url, free_port, output_text, redis_connection, redis_url, run_warmer, test_cache,
+    TestDb, JWT_SECRET,
 };
 use redis::AsyncCommands;
 use shared::cache::Cache;
@@ -17,24 +18,6 @@ const ADMIN_PASSWORD: &str = "Adm1n@:/%41 pass";
 const USER_PASSWORD: &str = "Us3r@:/%2F pass#?";
 const WRONG_PASSWORD: &str = "Wr0ng@:/%25 pass";
 const USERNAME: &str = "qr-warmer@app:1";
-
-fn run(env: &[(&str, String)], args: &[&str]) -> Output {
-    Command::new(binary("warm-qr-cache"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// Everything but Redis's address, logging all it can so a leak would show.
 fn base_env(db: &TestDb, cache: &Cache) -> Vec<(&'static str, String)> {
@@ -120,8 +103,8 @@ async fn redis_host_with_redis_db_puts_every_image_in_that_database() {
     env.extend(host_and_port());
     env.push(("REDIS_DB", "5".into()));
 
-    let output = run(&env, &[]);
-    let all = text(&output);
+    let output = run_warmer(&env, &[]);
+    let all = output_text(&output);
     assert!(output.status.success(), "{all}");
     assert!(all.contains("Students: 12/12 cached (0 failed)"), "{all}");
     assert!(!all.contains("RedisUrlShadowsHost"), "{all}");
@@ -221,8 +204,8 @@ async fn passwords_and_users_with_url_delimiters_log_in_and_a_wrong_one_is_refus
     env.extend(address.clone());
     env.push(("REDIS_PASSWORD", ADMIN_PASSWORD.into()));
     env.push(("REDIS_DB", "3".into()));
-    let output = run(&env, &[]);
-    let all = text(&output);
+    let output = run_warmer(&env, &[]);
+    let all = output_text(&output);
     assert!(output.status.success(), "{all}");
     assert_no_password(&all);
     select(&mut admin, 3).await;
@@ -234,8 +217,8 @@ async fn passwords_and_users_with_url_delimiters_log_in_and_a_wrong_one_is_refus
     env.extend(address.clone());
     env.push(("REDIS_USERNAME", USERNAME.into()));
     env.push(("REDIS_PASSWORD", USER_PASSWORD.into()));
-    let output = run(&env, &[]);
-    let all = text(&output);
+    let output = run_warmer(&env, &[]);
+    let all = output_text(&output);
     assert!(output.status.success(), "{all}");
     assert_no_password(&all);
     select(&mut admin, 0).await;
@@ -247,8 +230,8 @@ async fn passwords_and_users_with_url_delimiters_log_in_and_a_wrong_one_is_refus
     env.extend(address.clone());
     env.push(("REDIS_USERNAME", USERNAME.into()));
     env.push(("REDIS_PASSWORD", WRONG_PASSWORD.into()));
-    let output = run(&env, &[]);
-    let all = text(&output);
+    let output = run_warmer(&env, &[]);
+    let all = output_text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(all.contains("warm-qr-cache: Redis: "), "{all}");
     assert_no_password(&all);
@@ -275,8 +258,8 @@ async fn redis_url_beside_redis_host_is_used_and_the_start_warns_once() {
     env.push(("REDIS_HOST", "127.0.0.1".into()));
     env.push(("REDIS_PORT", free_port().to_string()));
     env.push(("REDIS_PASSWORD", ADMIN_PASSWORD.into()));
-    let output = run(&env, &["--kinds", "stalls"]);
-    let all = text(&output);
+    let output = run_warmer(&env, &["--kinds", "stalls"]);
+    let all = output_text(&output);
     assert!(output.status.success(), "{all}");
     assert!(all.contains("Stalls: 2/2 cached (0 failed)"), "{all}");
     let stderr = String::from_utf8_lossy(&output.stderr);

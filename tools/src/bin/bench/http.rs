@@ -8,7 +8,7 @@ use http_api::qr_reads::QrReader;
 use http_api::{handle, Api};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use secrecy::SecretString;
-use shared::cache::{Cache, CacheSettings};
+use shared::cache::Cache;
 use shared::config::Config;
 use shared::db::Database;
 use shared::storage::Storage;
@@ -16,10 +16,12 @@ use tools::seed::{self, DemoSize};
 
 use super::{flag, machine, Failure};
 
-fn event(path: &str, token: &str) -> String {
+/// A GET of `path` as API Gateway (payload 2.0) sends it, with the session token and an
+/// `accept` header.
+pub(crate) fn event(path: &str, token: &str, accept: &str) -> String {
     serde_json::json!({
         "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": {"authorization": format!("Bearer {token}")},
+        "headers": {"authorization": format!("Bearer {token}"), "accept": accept},
         "requestContext": {"accountId": "1", "apiId": "bench", "domainName": "bench", "domainPrefix": "bench",
             "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
             "requestId": "bench", "routeKey": "$default", "stage": "$default", "time": "26/Nov/2026:06:00:00 +0000", "timeEpoch": 0},
@@ -28,7 +30,17 @@ fn event(path: &str, token: &str) -> String {
     .to_string()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+/// The API's clients over these variables, as its cold start makes them.
+pub(crate) async fn api_from(vars: &[(&str, String)]) -> Result<Api, Failure> {
+    let config =
+        Config::from_lookup(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()))?;
+    let cache = Cache::connect_lazily(&config.redis_url, config.cache.clone())?;
+    let reader = QrReader::new(Database::new(config.database.clone()), cache, config.qr);
+    let storage = Storage::from_env(&config.s3).await;
+    Ok(Api::new(config, reader, storage)?)
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index].as_secs_f64() * 1000.0
 }
@@ -63,11 +75,8 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
             ("IMPORT_BUCKET", "bench".to_string()),
             ("CACHE_KEY_PREFIX", prefix.clone()),
         ];
-        let config = Config::from_lookup(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()))?;
-        let cache = Cache::connect_lazily(&SecretString::from(redis_url.clone()), CacheSettings { ..config.cache.clone() })?;
-        let reader = QrReader::new(Database::new(config.database.clone()), cache.clone(), config.qr);
-        let storage = Storage::from_env(&config.s3).await;
-        let api = Api::new(config, reader, storage)?;
+        let api = api_from(&vars).await?;
+        let cache = api.reader.cache().clone();
         let exp = chrono::Utc::now().timestamp() + 3600;
         let token = encode(&Header::default(), &serde_json::json!({"id": "bench", "role": "ADMIN", "exp": exp}), &EncodingKey::from_secret(secret.as_bytes()))?;
 
@@ -75,7 +84,7 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
         for pass in ["miss", "hit"] {
             let mut times = Vec::with_capacity(ids.len());
             for id in &ids {
-                let request = lambda_http::request::from_str(&event(&format!("/qr/students/{id}"), &token))?;
+                let request = lambda_http::request::from_str(&event(&format!("/qr/students/{id}"), &token, "image/png"))?;
                 let started = Instant::now();
                 let response = handle(&api, request).await;
                 times.push(started.elapsed());

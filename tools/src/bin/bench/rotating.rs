@@ -5,35 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use http_api::qr_reads::QrReader;
-use http_api::{handle, Api};
+use http_api::handle;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use secrecy::SecretString;
-use shared::cache::{Cache, CacheSettings};
-use shared::config::Config;
-use shared::db::Database;
-use shared::storage::Storage;
+use shared::cache::Cache;
 use tools::seed::{self, DemoSize};
 use warm_qr_cache::rotating::{self, RotatingRequest};
 
+use super::http::{api_from, event, percentile};
 use super::{flag, machine, Failure};
-
-fn event(path: &str, token: &str) -> String {
-    serde_json::json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": {"authorization": format!("Bearer {token}"), "accept": "application/json"},
-        "requestContext": {"accountId": "1", "apiId": "bench", "domainName": "bench", "domainPrefix": "bench",
-            "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
-            "requestId": "bench", "routeKey": "$default", "stage": "$default", "time": "26/Nov/2026:06:00:00 +0000", "timeEpoch": 0},
-        "isBase64Encoded": false
-    })
-    .to_string()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
-}
 
 async fn used_memory(cache: &Cache) -> Result<u64, Failure> {
     let mut connection = cache.connection();
@@ -78,11 +58,8 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
             ("IMPORT_BUCKET", "bench".to_string()),
             ("CACHE_KEY_PREFIX", prefix.clone()),
         ];
-        let config = Config::from_lookup(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()))?;
-        let cache = Cache::connect_lazily(&SecretString::from(redis_url.clone()), CacheSettings { ..config.cache.clone() })?;
-        let reader = QrReader::new(Database::new(config.database.clone()), cache.clone(), config.qr);
-        let storage = Storage::from_env(&config.s3).await;
-        let api = Api::new(config, reader, storage)?;
+        let api = api_from(&vars).await?;
+        let cache = api.reader.cache().clone();
         let db = api.reader.db();
         println!("machine: {}", machine());
 
@@ -154,26 +131,8 @@ async fn serve(
     secret: &str,
 ) -> Result<(), Failure> {
     let students = ids.len();
-    let config =
-        Config::from_lookup(|n| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone()))?;
-    let redis_url = vars
-        .iter()
-        .find(|(k, _)| *k == "REDIS_URL")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let cache = Cache::connect_lazily(
-        &SecretString::from(redis_url),
-        CacheSettings {
-            ..config.cache.clone()
-        },
-    )?;
-    let reader = QrReader::new(
-        Database::new(config.database.clone()),
-        cache.clone(),
-        config.qr,
-    );
-    let storage = Storage::from_env(&config.s3).await;
-    let api = Api::new(config, reader, storage)?;
+    let api = api_from(&vars).await?;
+    let cache = api.reader.cache().clone();
     let db = api.reader.db();
     let mut connection = cache.connection();
     let prefix = cache.settings().key_prefix.clone();
@@ -192,6 +151,7 @@ async fn serve(
         Ok(lambda_http::request::from_str(&event(
             "/students/me/qr",
             token,
+            "application/json",
         ))?)
     };
     let mut results = Vec::new();
