@@ -168,6 +168,98 @@ async fn unknown_routes_wrong_methods_and_big_bodies_have_their_statuses() {
     assert_eq!(response.status(), 400);
 }
 
+/// Commands the test Redis has processed (other tests add to it too, so compare loosely).
+async fn redis_total_commands() -> u64 {
+    let mut redis = end_to_end::redis_connection(&end_to_end::redis_url()).await;
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn state_changing_routes_take_only_json_and_headers_are_capped() {
+    let world = World::new().await;
+    let cookie = format!("token={}", admin());
+    let body = r#"{"kind":"students","filename":"a.xlsx","size":10}"#;
+    // What a cross-site form can send with the app's cookie: refused before anything runs.
+    for content_type in [
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/plain",
+    ] {
+        let response = world
+            .call(
+                "POST",
+                "/imports",
+                &[("cookie", &cookie), ("content-type", content_type)],
+                Some(body),
+            )
+            .await;
+        assert_eq!(response.status(), 415, "{content_type}");
+        assert_eq!(
+            body_json(&response),
+            serde_json::json!({"error": "unsupported_media_type", "message": "send the body as application/json"})
+        );
+    }
+    let response = world
+        .call(
+            "POST",
+            "/imports/validate",
+            &[("cookie", &cookie)],
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(response.status(), 415);
+    let response = world
+        .call(
+            "POST",
+            "/imports",
+            &[
+                ("cookie", &cookie),
+                ("content-type", "application/json; charset=utf-8"),
+            ],
+            Some(body),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    // A file named in Devanagari keeps its extension, under a key of safe characters.
+    let response = world
+        .post(
+            "/imports",
+            &admin(),
+            r#"{"kind":"students","filename":"छात्र सूची 2024.xlsx","size":10}"#,
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let key = body_json(&response)["key"].as_str().unwrap().to_owned();
+    assert!(
+        key.starts_with("imports/students/") && key.ends_with("/2024.xlsx"),
+        "{key}"
+    );
+    assert!(key.is_ascii());
+
+    let big = "x".repeat(http_api::MAX_HEADER_BYTES);
+    let response = world
+        .call(
+            "GET",
+            "/cache/stats",
+            &[("cookie", &cookie), ("x-padding", &big)],
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 431);
+    assert_eq!(
+        body_json(&response),
+        serde_json::json!({"error": "headers_too_large", "message": "request headers are limited to 16384 bytes"})
+    );
+}
+
 #[tokio::test]
 async fn health_says_ok_or_unavailable_and_nothing_more() {
     let mut world = World::new().await;
@@ -176,6 +268,14 @@ async fn health_says_ok_or_unavailable_and_nothing_more() {
     assert_eq!(body_json(&response), serde_json::json!({"status": "ok"}));
     let dead_redis = end_to_end::test_cache_at("redis://127.0.0.1:1", 60);
     world.with(None, Some(dead_redis));
+    // A flood of checks is answered from the last result for a few seconds: Redis is not asked.
+    let reads_before = redis_total_commands().await;
+    for _ in 0..50 {
+        let response = world.call("GET", "/health", &[], None).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert!(redis_total_commands().await - reads_before < 10);
+    tokio::time::sleep(http_api::HEALTH_CACHED_FOR).await;
     let response = world.call("GET", "/health", &[], None).await;
     assert_eq!(response.status(), 503);
     assert_eq!(

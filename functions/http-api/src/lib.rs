@@ -23,6 +23,14 @@ pub use respond::ApiError;
 /// Largest request body accepted; the API's bodies are small JSON documents.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Largest total of request header names and values accepted (API Gateway allows 10 KiB; a
+/// function URL or a local emulator more): a session cookie and the usual headers fit easily.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// How long `/health` answers from its last check, so a flood of health checks reaches
+/// Postgres and Redis at most once per interval per instance.
+pub const HEALTH_CACHED_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Clients made once at cold start and reused by every request, with the settings the
 /// routes cannot do without, checked then.
 pub struct Api {
@@ -35,6 +43,8 @@ pub struct Api {
     pub rotating: RotatingSigner,
     /// Where uploads arrive and reports are written.
     pub bucket: String,
+    /// The last health check: whether both answered, and when.
+    pub(crate) health: std::sync::Mutex<Option<(bool, std::time::Instant)>>,
 }
 
 impl Api {
@@ -48,6 +58,7 @@ impl Api {
             reason: "not usable as an HMAC key".into(),
         })?;
         Ok(Api {
+            health: std::sync::Mutex::new(None),
             rotating,
             config,
             reader,
@@ -106,6 +117,18 @@ async fn route(
         );
         return Ok(response);
     }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("request headers are limited to {MAX_HEADER_BYTES} bytes"),
+        ));
+    }
     if body_len(request) > MAX_BODY_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -115,6 +138,15 @@ async fn route(
     }
     if segments == ["health"] {
         return Ok(routes::health(api).await);
+    }
+    // A browser sends a cross-site form (urlencoded, multipart, text/plain) with the app's
+    // cookie and without a preflight; a JSON body it cannot send that way.
+    if *method == Method::POST && !is_json(request) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ));
     }
     let principal = authenticate(api, request)?;
     match segments {
@@ -130,6 +162,15 @@ async fn route(
         ["imports", id] => routes::import_status(api, &principal, id).await,
         _ => Err(ApiError::not_found("no such route")),
     }
+}
+
+fn is_json(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn body_len(request: &Request) -> usize {

@@ -90,8 +90,23 @@ fn json_body<T: for<'de> Deserialize<'de>>(request: &Request) -> Result<T, ApiEr
         .map_err(|e| ApiError::bad_request(format!("the JSON body is not valid: {e}")))
 }
 
+/// Answers from the last check while it is fresh ([`crate::HEALTH_CACHED_FOR`]).
 pub async fn health(api: &Api) -> Response<Body> {
-    if qr_reads::healthy(&api.reader).await {
+    let recent = api.health.lock().ok().and_then(|last| {
+        last.filter(|(_, at)| at.elapsed() < crate::HEALTH_CACHED_FOR)
+            .map(|(healthy, _)| healthy)
+    });
+    let healthy = match recent {
+        Some(healthy) => healthy,
+        None => {
+            let healthy = qr_reads::healthy(&api.reader).await;
+            if let Ok(mut last) = api.health.lock() {
+                *last = Some((healthy, std::time::Instant::now()));
+            }
+            healthy
+        }
+    };
+    if healthy {
         respond::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
     } else {
         respond::json(
@@ -321,36 +336,43 @@ async fn resolve_event(
     }
 }
 
-/// A file name safe in a key: its last path part, letters, digits, `.`, `-`, `_` only.
+/// A file name safe in a key: its last path part, ASCII letters, digits, `.`, `-`, `_` only.
+/// The extension (what decides the format) is kept apart, so a name in any script, say
+/// `छात्र सूची.xlsx`, keeps it: `upload.xlsx`.
 pub fn sanitize_file_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or("");
-    let mut clean: String = last
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    while clean.contains("--") {
-        clean = clean.replace("--", "-");
-    }
-    let clean = clean.replace("-.", ".");
-    let clean = clean.trim_matches(|c| c == '.' || c == '-').to_owned();
-    let clean: String = clean
-        .chars()
-        .rev()
-        .take(100)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    if clean.is_empty() {
-        "upload".into()
-    } else {
-        clean
+    let (stem, extension) = match last.rsplit_once('.') {
+        Some((stem, extension)) if !extension.is_empty() => (stem, Some(extension)),
+        _ => (last, None),
+    };
+    let clean = |part: &str, keep: usize| -> String {
+        let mut clean: String = part
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        while clean.contains("--") {
+            clean = clean.replace("--", "-");
+        }
+        let clean = clean.replace("-.", ".").replace(".-", ".");
+        let clean = clean.trim_matches(|c| c == '.' || c == '-');
+        let start = clean.len().saturating_sub(keep);
+        clean[start..].to_owned()
+    };
+    let stem = Some(clean(stem, 90)).filter(|s| !s.is_empty());
+    let extension = extension
+        .map(|e| clean(e, 10).to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e.chars().all(|c| c.is_ascii_alphanumeric()));
+    match (stem, extension) {
+        (Some(stem), Some(extension)) => format!("{stem}.{extension}"),
+        (None, Some(extension)) => format!("upload.{extension}"),
+        (Some(stem), None) => stem,
+        (None, None) => "upload".into(),
     }
 }
 
@@ -534,5 +556,17 @@ mod tests {
         assert_eq!(sanitize_file_name("...."), "upload");
         assert!(sanitize_file_name(&format!("{}.xlsx", "a".repeat(300))).ends_with(".xlsx"));
         assert!(sanitize_file_name(&format!("{}.xlsx", "a".repeat(300))).len() <= 100);
+    }
+
+    #[test]
+    fn names_in_any_script_keep_their_extension() {
+        assert_eq!(sanitize_file_name("छात्र सूची.xlsx"), "upload.xlsx");
+        assert_eq!(sanitize_file_name("छात्र सूची 2024.XLSX"), "2024.xlsx");
+        assert_eq!(sanitize_file_name("学生名单.csv"), "upload.csv");
+        assert_eq!(sanitize_file_name("طلاب-CSE.ods"), "CSE.ods");
+        assert_eq!(sanitize_file_name("résumé.xls"), "r-sum.xls");
+        // A Devanagari "extension" is not one: no format, refused by the route.
+        assert_eq!(sanitize_file_name("सूची.एक्सेल"), "upload");
+        assert_eq!(sanitize_file_name("noextension"), "noextension");
     }
 }
