@@ -39,6 +39,32 @@ impl LogFormat {
     }
 }
 
+/// This project's crates, which a plain `LOG_LEVEL` applies to.
+const OWN_CRATES: [&str; 5] = [
+    "shared",
+    "warm_qr_cache",
+    "import_spreadsheet",
+    "http_api",
+    "tools",
+];
+
+/// The filter a `LOG_LEVEL` means. A plain level (`error`..`trace`) applies to this project's
+/// code; its dependencies log at `info` at most, because at debug and trace some of them write
+/// what crosses the wire (the Lambda runtime's invocation payloads with session cookies, HTTP
+/// headers, signed S3 requests). A `RUST_LOG`-style filter naming crates is taken as written:
+/// whoever names a dependency asks for its own lines.
+pub fn effective_filter(log_level: &str) -> String {
+    let level = log_level.trim().to_ascii_lowercase();
+    if !matches!(level.as_str(), "debug" | "trace") {
+        return level;
+    }
+    let mut filter = String::from("info");
+    for name in OWN_CRATES {
+        filter.push_str(&format!(",{name}={level}"));
+    }
+    filter
+}
+
 /// Installs the global subscriber. `filter` is the validated `Config::log_filter`.
 pub fn init(filter: &str, format: LogFormat) {
     let _ = tracing::subscriber::set_global_default(subscriber(filter, format, std::io::stderr));
@@ -53,7 +79,8 @@ pub fn subscriber<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_new(effective_filter(filter)).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -176,6 +203,18 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    #[test]
+    fn plain_verbose_levels_reach_only_our_crates() {
+        assert_eq!(
+            effective_filter("TRACE"),
+            "info,shared=trace,warm_qr_cache=trace,import_spreadsheet=trace,http_api=trace,tools=trace"
+        );
+        assert!(effective_filter("debug").starts_with("info,shared=debug,"));
+        assert_eq!(effective_filter("warn"), "warn");
+        assert_eq!(effective_filter("info"), "info");
+        assert_eq!(effective_filter("hyper=trace"), "hyper=trace");
+    }
 
     #[test]
     fn emf_line_declares_every_metric_and_its_dimension() {

@@ -3,6 +3,7 @@
 
 mod access;
 mod imports;
+mod logs;
 mod qr;
 mod rotating;
 mod support;

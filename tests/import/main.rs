@@ -6,5 +6,6 @@ mod fixtures;
 mod hostile;
 mod idempotency;
 mod large_files;
+mod logs;
 mod students_and_stalls;
 mod trust;

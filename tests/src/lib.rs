@@ -593,3 +593,49 @@ pub fn output_text(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// Every log line of this test process, as the functions write them in Lambda (JSON) at the
+/// level `LOG_LEVEL` names. Installed process-wide: nextest runs each test in its own process.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    /// Captures every line at `log_level` from now on.
+    pub fn install(log_level: &str) -> Self {
+        let captured = CapturedLogs::default();
+        let writer = captured.clone();
+        let subscriber = shared::telemetry::subscriber(
+            log_level,
+            shared::telemetry::LogFormat::Json,
+            move || writer.clone(),
+        );
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("one capture per test process (run the suite with cargo nextest)");
+        captured
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Fails naming the first secret that appears in any line.
+    pub fn assert_free_of(&self, secrets: &[(&str, String)]) {
+        let text = self.text();
+        for (what, secret) in secrets {
+            assert!(!secret.is_empty(), "{what} is empty");
+            if let Some(line) = text.lines().find(|line| line.contains(secret.as_str())) {
+                panic!("{what} logged: {line}");
+            }
+        }
+    }
+}
