@@ -106,7 +106,21 @@ async fn no_secret_reaches_the_apis_logs_even_at_trace() {
     assert_eq!(world.get("/cache/stats", &forged).await.status(), 401);
     assert_eq!(world.get("/cache/stats", &student).await.status(), 403);
 
+    // What lambda_runtime itself writes at trace for every invocation: the raw event, with its
+    // headers and cookies. A plain LOG_LEVEL=trace keeps dependencies at info, so it never shows;
+    // this project's own trace lines do.
+    tracing::trace!(
+        target: "lambda_runtime::layers::api_response",
+        body = %format!(r#"{{"headers":{{"authorization":"Bearer {admin}","cookie":"{cookie}"}}}}"#),
+        "raw JSON event received from Lambda"
+    );
+    tracing::trace!(target: "http_api::routes", "this project's own trace line");
+
     let text = logs.text();
+    assert!(
+        text.contains("this project's own trace line"),
+        "{text:.300}"
+    );
     assert!(
         text.contains(r#""level":"DEBUG""#),
         "captured at trace: {text:.300}"
