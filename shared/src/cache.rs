@@ -93,11 +93,23 @@ impl CacheSettings {
     }
 }
 
-/// One Redis connection, reused across invocations; it reconnects by itself after a drop.
+/// One Redis connection, reused across invocations; it reconnects by itself after a drop, and
+/// [`Cache::query`] replaces it when a failed-over primary answers READONLY.
 #[derive(Clone)]
 pub struct Cache {
-    connection: ConnectionManager,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    connection: std::sync::Arc<std::sync::RwLock<ConnectionManager>>,
     settings: CacheSettings,
+}
+
+/// A reply that says this connection is to the wrong server or is gone: after a failover the
+/// old primary, now a replica, refuses writes with READONLY (and GETEX is a write), and the
+/// connection manager only reconnects by itself on a broken socket.
+fn wants_new_connection(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        || error.is_connection_dropped()
+        || error.is_io_error()
 }
 
 impl std::fmt::Debug for Cache {
@@ -127,27 +139,62 @@ impl Cache {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|source| Error::redis("preparing the Redis connection", source))?;
         Ok(Cache {
-            connection,
+            client,
+            config,
+            connection: std::sync::Arc::new(std::sync::RwLock::new(connection)),
             settings,
         })
+    }
+
+    /// Drops the current connection for a new one, which resolves the host again: after a
+    /// failover the name points at the new primary.
+    pub fn reconnect(&self) -> Result<(), Error> {
+        let fresh =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+                .map_err(|source| Error::redis("reconnecting to Redis", source))?;
+        if let Ok(mut current) = self.connection.write() {
+            *current = fresh;
+        }
+        tracing::warn!("Redis answered READONLY or dropped the connection; reconnected");
+        Ok(())
+    }
+
+    /// Runs `request` (a command or a pipeline); when the server answers READONLY or the
+    /// connection broke, reconnects and runs it once more.
+    pub async fn query<T, R>(&self, request: &R) -> redis::RedisResult<T>
+    where
+        T: redis::FromRedisValue + Send + 'static,
+        R: Request,
+    {
+        let first = request.run(&mut self.connection()).await;
+        match first {
+            Err(error) if wants_new_connection(&error) => {
+                if self.reconnect().is_err() {
+                    return Err(error);
+                }
+                request.run(&mut self.connection()).await
+            }
+            other => other,
+        }
     }
 
     pub fn settings(&self) -> &CacheSettings {
         &self.settings
     }
 
-    /// The raw connection, for callers with their own commands (statistics, tests).
+    /// The current connection, for callers with their own commands (statistics, tests).
     pub fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
+        match self.connection.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     pub async fn ping(&self) -> Result<(), Error> {
-        let mut connection = self.connection.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
+        self.query::<String, _>(&redis::cmd("PING"))
             .await
             .map(|_| ())
             .map_err(|source| Error::redis("PING", source))
@@ -162,8 +209,7 @@ impl Cache {
         for key in keys {
             pipe.cmd("EXPIRE").arg(key).arg(self.settings.ttl_secs());
         }
-        let mut connection = self.connection.clone();
-        pipe.query_async::<Vec<bool>>(&mut connection)
+        self.query::<Vec<bool>, _>(&pipe)
             .await
             .map_err(|source| Error::redis("renewing TTLs (EXPIRE)", source))
     }
@@ -192,20 +238,16 @@ impl Cache {
                 .arg(ttl.as_secs().max(1))
                 .ignore();
         }
-        let mut connection = self.connection.clone();
-        pipe.query_async::<()>(&mut connection)
+        self.query::<(), _>(&pipe)
             .await
             .map_err(|source| Error::redis("storing images (SET)", source))
     }
 
     /// Reads an entry and renews its TTL in the same command (`GETEX`), as every reader must.
     pub async fn get_renewing(&self, key: &str) -> Result<Option<String>, Error> {
-        let mut connection = self.connection.clone();
-        redis::cmd("GETEX")
-            .arg(key)
-            .arg("EX")
-            .arg(self.settings.ttl_secs())
-            .query_async::<Option<String>>(&mut connection)
+        let mut command = redis::cmd("GETEX");
+        command.arg(key).arg("EX").arg(self.settings.ttl_secs());
+        self.query::<Option<String>, _>(&command)
             .await
             .map_err(|source| Error::redis("reading an image (GETEX)", source))
     }
@@ -246,16 +288,42 @@ impl Cache {
     }
 
     async fn scan_page(&self, cursor: u64) -> Result<(u64, Vec<String>), Error> {
-        let mut connection = self.connection.clone();
-        redis::cmd("SCAN")
+        let mut command = redis::cmd("SCAN");
+        command
             .arg(cursor)
             .arg("MATCH")
             .arg(self.settings.scan_pattern())
             .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut connection)
+            .arg(1000);
+        self.query(&command)
             .await
             .map_err(|source| Error::redis("scanning cached images (SCAN)", source))
+    }
+}
+
+/// A command or a pipeline, which [`Cache::query`] can send twice.
+pub trait Request: Sync {
+    fn run<'a, T: redis::FromRedisValue + Send + 'a>(
+        &'a self,
+        connection: &'a mut ConnectionManager,
+    ) -> redis::RedisFuture<'a, T>;
+}
+
+impl Request for redis::Cmd {
+    fn run<'a, T: redis::FromRedisValue + Send + 'a>(
+        &'a self,
+        connection: &'a mut ConnectionManager,
+    ) -> redis::RedisFuture<'a, T> {
+        Box::pin(self.query_async(connection))
+    }
+}
+
+impl Request for redis::Pipeline {
+    fn run<'a, T: redis::FromRedisValue + Send + 'a>(
+        &'a self,
+        connection: &'a mut ConnectionManager,
+    ) -> redis::RedisFuture<'a, T> {
+        Box::pin(self.query_async(connection))
     }
 }
 

@@ -68,8 +68,8 @@ pub async fn cached(cache: &Cache, keys: &[String]) -> Result<Vec<bool>, Error> 
     for key in keys {
         pipe.cmd("EXISTS").arg(key);
     }
-    let mut connection = cache.connection();
-    pipe.query_async::<Vec<bool>>(&mut connection)
+    cache
+        .query::<Vec<bool>, _>(&pipe)
         .await
         .map_err(|source| Error::redis("checking rotating images (EXISTS)", source))
 }
@@ -93,8 +93,8 @@ pub async fn store(
             .arg(ttl(*window, now_secs).as_secs())
             .ignore();
     }
-    let mut connection = cache.connection();
-    pipe.query_async::<()>(&mut connection)
+    cache
+        .query::<(), _>(&pipe)
         .await
         .map_err(|source| Error::redis("storing rotating images (SET)", source))
 }

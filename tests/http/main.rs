@@ -2,6 +2,7 @@
 //! Postgres, Redis and the S3-compatible server.
 
 mod access;
+mod failover;
 mod imports;
 mod logs;
 mod qr;

@@ -263,16 +263,14 @@ impl QrReader {
         store_for: std::time::Duration,
     ) -> Result<QrImage, Error> {
         let (hits, misses) = counter.keys(&self.cache.settings().key_prefix);
-        let mut connection = self.cache.connection();
-        let read = redis::cmd("EVAL")
-            .arg(READ_AND_COUNT)
+        let mut read = redis::cmd("EVAL");
+        read.arg(READ_AND_COUNT)
             .arg(3)
             .arg(key)
             .arg(hits)
             .arg(misses)
-            .arg(renew.map_or(0, |ttl| ttl.as_secs().max(1)))
-            .query_async::<Option<String>>(&mut connection)
-            .await;
+            .arg(renew.map_or(0, |ttl| ttl.as_secs().max(1)));
+        let read = self.cache.query::<Option<String>, _>(&read).await;
         match read {
             Ok(Some(data_url)) => Ok(QrImage {
                 data_url,
