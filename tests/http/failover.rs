@@ -121,3 +121,86 @@ async fn after_a_failover_reads_hit_the_new_primary_and_warms_write_to_it() {
     let stored: Option<String> = on_replica.get(cache.settings().key(&token)).await.unwrap();
     assert!(stored.is_some());
 }
+
+/// Redis out of memory under `noeviction` refuses every write, scripts included: cached images
+/// are still read (with GET) and the rest are rendered and served, not stored. A user whose ACL
+/// forbids scripting reads the same way.
+#[tokio::test]
+async fn a_full_redis_or_one_without_scripting_still_serves_every_image() {
+    let server = RedisServer::start(&["--maxmemory-policy", "noeviction"]);
+    let mut world = World::new().await;
+    let cache = test_cache_at(&server.url(), 3600);
+    world.with(None, Some(cache.clone()));
+    let (cached_id, cached_token) = world.student(1).await;
+    let (other_id, other_token) = world.student(2).await;
+    let first = world
+        .get(&format!("/qr/students/{cached_id}"), &admin())
+        .await;
+    assert_eq!(header(&first, "x-cache"), Some("miss"));
+
+    let mut control = end_to_end::redis_connection(&server.url()).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query_async(&mut control)
+        .await
+        .unwrap();
+    let refused: redis::RedisResult<()> = control.set("probe", 1).await;
+    assert!(refused.unwrap_err().to_string().contains("OOM"));
+
+    let again = world
+        .get(&format!("/qr/students/{cached_id}"), &admin())
+        .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(header(&again, "x-cache"), Some("hit"));
+    assert_eq!(end_to_end::decode_png(&body_bytes(&again)), cached_token);
+    let fresh = world
+        .get(&format!("/qr/students/{other_id}"), &admin())
+        .await;
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(header(&fresh, "x-cache"), Some("miss"));
+    assert_eq!(end_to_end::decode_png(&body_bytes(&fresh)), other_token);
+    let stored: Option<String> = control
+        .get(cache.settings().key(&other_token))
+        .await
+        .unwrap();
+    assert_eq!(stored, None, "nothing can be stored while Redis is full");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query_async(&mut control)
+        .await
+        .unwrap();
+
+    // A user that may not run scripts.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("noscripts")
+        .arg("on")
+        .arg(">noscripts-password")
+        .arg("~*")
+        .arg("+@all")
+        .arg("-@scripting")
+        .query_async(&mut control)
+        .await
+        .unwrap();
+    let restricted = format!(
+        "redis://noscripts:noscripts-password@127.0.0.1:{}",
+        server.port
+    );
+    let limited = shared::cache::Cache::connect_lazily(
+        &secrecy::SecretString::from(restricted),
+        CacheSettings {
+            ..cache.settings().clone()
+        },
+    )
+    .unwrap();
+    world.with(None, Some(limited));
+    let read = world
+        .get(&format!("/qr/students/{cached_id}"), &admin())
+        .await;
+    assert_eq!(header(&read, "x-cache"), Some("hit"));
+    assert_eq!(end_to_end::decode_png(&body_bytes(&read)), cached_token);
+}

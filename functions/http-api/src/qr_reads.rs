@@ -270,7 +270,20 @@ impl QrReader {
             .arg(hits)
             .arg(misses)
             .arg(renew.map_or(0, |ttl| ttl.as_secs().max(1)));
-        let read = self.cache.query::<Option<String>, _>(&read).await;
+        let read = match self.cache.query::<Option<String>, _>(&read).await {
+            // Redis answered but would not run the script: out of memory under `noeviction`
+            // (a script may write, so it is refused; a GET is not), scripting denied by an ACL,
+            // a busy script. A plain GET still finds the image, uncounted and unrenewed.
+            Err(error)
+                if error.kind() != redis::ErrorKind::Io && !error.is_connection_dropped() =>
+            {
+                tracing::warn!(error = %error, "the read script was refused; reading with GET");
+                self.cache
+                    .query::<Option<String>, _>(redis::cmd("GET").arg(key))
+                    .await
+            }
+            other => other,
+        };
         match read {
             Ok(Some(data_url)) => Ok(QrImage {
                 data_url,
