@@ -32,6 +32,10 @@ pub enum Error {
         source: redis::RedisError,
     },
 
+    /// Redis reached `maxmemory` under `noeviction` and refuses every write.
+    #[error("Redis is out of memory ({context}): it refuses every write because maxmemory is reached and its policy is noeviction; the images already cached stay readable. Raise maxmemory, or choose an eviction policy such as allkeys-lru")]
+    CacheFull { context: &'static str },
+
     #[error("TLS setup: {0}")]
     Tls(#[from] native_tls::Error),
 
@@ -97,6 +101,7 @@ impl Error {
             Error::Config(_) => "ConfigError",
             Error::Postgres { .. } => "PostgresError",
             Error::Redis { .. } => "RedisError",
+            Error::CacheFull { .. } => "RedisOutOfMemory",
             Error::Tls(_) => "TlsError",
             Error::Render(_) => "RenderError",
             Error::InvalidRequest(_) => "InvalidRequest",
@@ -122,6 +127,10 @@ impl Error {
     }
 
     pub fn redis(context: &'static str, source: redis::RedisError) -> Self {
+        // A pipeline gathers its commands' errors into one, whose code is not OOM itself.
+        if source.code() == Some("OOM") || source.to_string().contains("\"OOM\"") {
+            return Error::CacheFull { context };
+        }
         Error::Redis { context, source }
     }
 }

@@ -166,6 +166,22 @@ async fn a_full_redis_or_one_without_scripting_still_serves_every_image() {
         .await
         .unwrap();
     assert_eq!(stored, None, "nothing can be stored while Redis is full");
+    // The warm says so plainly, and fails.
+    let failed = shared::warm::warm(
+        &world.db.database(),
+        &cache,
+        &shared::qr::QrSettings::default(),
+        None,
+        &shared::warm::WarmRequest::default(),
+        &(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(failed.error.kind(), "RedisOutOfMemory", "{}", failed.error);
+    assert_eq!(
+        failed.error.to_string(),
+        "Redis is out of memory (storing images (SET)): it refuses every write because maxmemory is reached and its policy is noeviction; the images already cached stay readable. Raise maxmemory, or choose an eviction policy such as allkeys-lru"
+    );
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")
