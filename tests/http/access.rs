@@ -168,20 +168,6 @@ async fn unknown_routes_wrong_methods_and_big_bodies_have_their_statuses() {
     assert_eq!(response.status(), 400);
 }
 
-/// Commands the test Redis has processed (other tests add to it too, so compare loosely).
-async fn redis_total_commands() -> u64 {
-    let mut redis = end_to_end::redis_connection(&end_to_end::redis_url()).await;
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn state_changing_routes_take_only_json_and_headers_are_capped() {
     let world = World::new().await;
@@ -268,13 +254,12 @@ async fn health_says_ok_or_unavailable_and_nothing_more() {
     assert_eq!(body_json(&response), serde_json::json!({"status": "ok"}));
     let dead_redis = end_to_end::test_cache_at("redis://127.0.0.1:1", 60);
     world.with(None, Some(dead_redis));
-    // A flood of checks is answered from the last result for a few seconds: Redis is not asked.
-    let reads_before = redis_total_commands().await;
+    // A flood of checks is answered from the last result for a few seconds: had any of them
+    // asked the (now unreachable) Redis, it would have answered 503.
     for _ in 0..50 {
         let response = world.call("GET", "/health", &[], None).await;
         assert_eq!(response.status(), 200);
     }
-    assert!(redis_total_commands().await - reads_before < 10);
     tokio::time::sleep(http_api::HEALTH_CACHED_FOR).await;
     let response = world.call("GET", "/health", &[], None).await;
     assert_eq!(response.status(), 503);
