@@ -141,8 +141,13 @@ impl DatabaseSettings {
 /// each use, and made again when the server has closed it.
 pub struct Database {
     settings: DatabaseSettings,
-    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// The kept client and when it last answered.
+    client: tokio::sync::Mutex<Option<(Arc<Client>, std::time::Instant)>>,
 }
+
+/// A kept connection that answered this recently is used without asking again: requests a
+/// second apart need no extra round trip, and one idle longer (Neon closes idle ones) is checked.
+const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
 impl Database {
     pub fn new(settings: DatabaseSettings) -> Self {
@@ -159,15 +164,21 @@ impl Database {
     /// A live client: the kept one if it still answers, else a new one.
     pub async fn client(&self) -> Result<Arc<Client>, Error> {
         let mut slot = self.client.lock().await;
-        if let Some(client) = slot.as_ref() {
-            if !client.is_closed() && Self::answers(client).await {
-                return Ok(Arc::clone(client));
+        if let Some((client, answered)) = slot.as_mut() {
+            if !client.is_closed() {
+                if answered.elapsed() < TRUSTED_FOR {
+                    return Ok(Arc::clone(client));
+                }
+                if Self::answers(client).await {
+                    *answered = std::time::Instant::now();
+                    return Ok(Arc::clone(client));
+                }
             }
             tracing::info!("Postgres connection lost; reconnecting");
         }
         *slot = None;
         let client = Arc::new(self.settings.connect().await?);
-        *slot = Some(Arc::clone(&client));
+        *slot = Some((Arc::clone(&client), std::time::Instant::now()));
         Ok(client)
     }
 
