@@ -103,13 +103,11 @@ pub struct Cache {
     settings: CacheSettings,
 }
 
-/// A reply that says this connection is to the wrong server or is gone: after a failover the
-/// old primary, now a replica, refuses writes with READONLY (and GETEX is a write), and the
-/// connection manager only reconnects by itself on a broken socket.
-fn wants_new_connection(error: &redis::RedisError) -> bool {
+/// After a failover the old primary, now a replica, refuses writes with READONLY (and GETEX is
+/// a write) on a socket that stays open: the connection manager, which reconnects by itself
+/// only when a socket breaks, would keep talking to it.
+fn is_read_only(error: &redis::RedisError) -> bool {
     error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-        || error.is_connection_dropped()
-        || error.is_io_error()
 }
 
 impl std::fmt::Debug for Cache {
@@ -158,12 +156,12 @@ impl Cache {
         if let Ok(mut current) = self.connection.write() {
             *current = fresh;
         }
-        tracing::warn!("Redis answered READONLY or dropped the connection; reconnected");
+        tracing::warn!("Redis answered READONLY (a failed-over primary); reconnected");
         Ok(())
     }
 
-    /// Runs `request` (a command or a pipeline); when the server answers READONLY or the
-    /// connection broke, reconnects and runs it once more.
+    /// Runs `request` (a command or a pipeline); when the server answers READONLY, reconnects
+    /// and runs it once more, and when the connection dropped, runs it once more.
     pub async fn query<T, R>(&self, request: &R) -> redis::RedisResult<T>
     where
         T: redis::FromRedisValue + Send + 'static,
@@ -171,10 +169,16 @@ impl Cache {
     {
         let first = request.run(&mut self.connection()).await;
         match first {
-            Err(error) if wants_new_connection(&error) => {
+            Err(error) if is_read_only(&error) => {
                 if self.reconnect().is_err() {
                     return Err(error);
                 }
+                request.run(&mut self.connection()).await
+            }
+            // A dropped or reset connection: the manager is already reconnecting (resolving the
+            // host again), so the same one is asked once more. A refused or timed-out connect is
+            // not retried: Redis is away, and a second wait would only double the first.
+            Err(error) if error.is_connection_dropped() => {
                 request.run(&mut self.connection()).await
             }
             other => other,
