@@ -5,6 +5,7 @@ mod access;
 mod failover;
 mod imports;
 mod logs;
+mod postgres_faults;
 mod qr;
 mod rotating;
 mod support;

@@ -96,6 +96,8 @@ pub struct QrReader {
     in_flight: Mutex<HashMap<String, Flight>>,
     renders: std::sync::atomic::AtomicU64,
     registrations: Mutex<HashMap<Uuid, (String, std::time::Instant)>>,
+    /// How long a request waits for Postgres, connecting included, before it answers 503.
+    pub database_deadline: std::time::Duration,
 }
 
 /// Why an image could not be served.
@@ -118,7 +120,17 @@ impl QrReader {
             in_flight: Mutex::new(HashMap::new()),
             renders: Default::default(),
             registrations: Mutex::new(HashMap::new()),
+            database_deadline: crate::DATABASE_DEADLINE,
         }
+    }
+
+    /// Runs `work` on Postgres within [`QrReader::database_deadline`].
+    pub async fn database<T>(
+        &self,
+        context: &'static str,
+        work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.db.within(context, self.database_deadline, work).await
     }
 
     pub fn db(&self) -> &Database {
@@ -142,15 +154,17 @@ impl QrReader {
         id: Uuid,
         secret: &SecretString,
     ) -> Result<String, ReadError> {
-        let client = self
-            .db
-            .client()
-            .await
-            .map_err(ReadError::DatabaseUnavailable)?;
-        match shared::mint::token_of(&client, secret, kind, id).await {
+        let token = self
+            .database("reading a QR token", async |client| {
+                shared::mint::token_of(client, secret, kind, id).await
+            })
+            .await;
+        match token {
             Ok(Some(token)) => Ok(token),
             Ok(None) => Err(ReadError::NotFound(kind)),
-            Err(error @ Error::Postgres { .. }) => Err(ReadError::DatabaseUnavailable(error)),
+            Err(error @ (Error::Postgres { .. } | Error::DatabaseTimeout { .. })) => {
+                Err(ReadError::DatabaseUnavailable(error))
+            }
             Err(error) => Err(ReadError::Other(error)),
         }
     }
@@ -188,18 +202,18 @@ impl QrReader {
     }
 
     async fn read_registration_no(&self, id: Uuid) -> Result<String, ReadError> {
-        let client = self
-            .db
-            .client()
+        let rows = self
+            .database("reading a student", async |client| {
+                client
+                    .query_typed(
+                        "SELECT registration_no FROM students WHERE id = $1",
+                        &[(&id, Type::UUID)],
+                    )
+                    .await
+                    .map_err(|e| Error::postgres("reading a student", e))
+            })
             .await
             .map_err(ReadError::DatabaseUnavailable)?;
-        let rows = client
-            .query_typed(
-                "SELECT registration_no FROM students WHERE id = $1",
-                &[(&id, Type::UUID)],
-            )
-            .await
-            .map_err(|e| ReadError::DatabaseUnavailable(Error::postgres("reading a student", e)))?;
         rows.first()
             .map(|row| row.get::<_, String>(0))
             .ok_or(ReadError::NotFound(Kind::Students))
@@ -431,13 +445,16 @@ pub async fn cache_stats(reader: &QrReader) -> Result<CacheStats, Error> {
 pub async fn healthy(reader: &QrReader) -> bool {
     let timeout = std::time::Duration::from_secs(1);
     let postgres = async {
-        match tokio::time::timeout(timeout, reader.db.client()).await {
-            Ok(Ok(client)) => matches!(
-                tokio::time::timeout(timeout, client.simple_query("SELECT 1")).await,
-                Ok(Ok(_))
-            ),
-            _ => false,
-        }
+        reader
+            .db
+            .within("checking health", timeout, async |client| {
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map_err(|e| Error::postgres("checking health", e))
+            })
+            .await
+            .is_ok()
     };
     let redis = async {
         matches!(

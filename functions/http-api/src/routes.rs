@@ -63,6 +63,19 @@ fn read_error(error: ReadError) -> ApiError {
     }
 }
 
+/// A database failure as the user meets it: out of reach or too slow is 503 (try again
+/// shortly); a statement the database refused is a fault of ours, 500.
+fn database_error(error: shared::error::Error) -> ApiError {
+    use shared::error::Error;
+    match &error {
+        Error::DatabaseTimeout { .. } => {}
+        Error::Postgres { source, .. } if source.as_db_error().is_none() => {}
+        _ => return ApiError::internal(error),
+    }
+    tracing::warn!(error = %error, "Postgres unavailable");
+    ApiError::unavailable()
+}
+
 fn parse_kind(text: &str) -> Result<Kind, ApiError> {
     match text {
         "students" => Ok(Kind::Students),
@@ -273,13 +286,13 @@ pub async fn template(
 ) -> Result<Response<Body>, ApiError> {
     require_admin(principal)?;
     let kind = parse_kind(kind)?;
-    let client = api.reader.db().client().await.map_err(|error| {
-        tracing::warn!(error = %error, "Postgres unavailable for the template");
-        ApiError::unavailable()
-    })?;
-    let schools = queries::schools(&client)
+    let schools = api
+        .reader
+        .database("reading schools", async |client| {
+            queries::schools(client).await
+        })
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(database_error)?;
     let bytes =
         shared::spreadsheet::template::template_xlsx(kind, &schools).map_err(ApiError::internal)?;
     let mut response = respond::bytes(
@@ -311,7 +324,7 @@ struct NewImport {
 
 /// The upload's event, by code (case-insensitively) or id; unknown is a 422 naming it.
 async fn resolve_event(
-    client: &tokio_postgres::Client,
+    api: &Api,
     kind: Kind,
     event: Option<&str>,
 ) -> Result<Option<Uuid>, ApiError> {
@@ -323,10 +336,14 @@ async fn resolve_event(
             "`event` applies to stalls imports only",
         ));
     }
-    match queries::event(client, event)
+    let found = api
+        .reader
+        .database("finding an event", async |client| {
+            queries::event(client, event).await
+        })
         .await
-        .map_err(ApiError::internal)?
-    {
+        .map_err(database_error)?;
+    match found {
         Some(id) => Ok(Some(id)),
         None => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -410,11 +427,7 @@ pub async fn create_import(
     let bucket = api.bucket.as_str();
     let id = Uuid::new_v4();
     let key = format!("{}{id}/{name}", event::upload_prefix(kind));
-    let client = api.reader.db().client().await.map_err(|error| {
-        tracing::warn!(error = %error, "Postgres unavailable for a new import");
-        ApiError::unavailable()
-    })?;
-    let event = resolve_event(&client, kind, body.event.as_deref()).await?;
+    let event = resolve_event(api, kind, body.event.as_deref()).await?;
     let pending = queries::PendingImport {
         id,
         kind,
@@ -423,9 +436,12 @@ pub async fn create_import(
         blank_cells: body.blank_cells.unwrap_or_default(),
         event,
     };
-    queries::insert_pending_import(&client, &pending)
+    api.reader
+        .database("registering an import", async |client| {
+            queries::insert_pending_import(client, &pending).await
+        })
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(database_error)?;
     let content_type = content_type(format);
     let url = api
         .storage
@@ -454,13 +470,13 @@ pub async fn import_status(
 ) -> Result<Response<Body>, ApiError> {
     require_admin(principal)?;
     let id = parse_id(id)?;
-    let client = api.reader.db().client().await.map_err(|error| {
-        tracing::warn!(error = %error, "Postgres unavailable for an import status");
-        ApiError::unavailable()
-    })?;
-    let record = claim::find(&client, id)
+    let record = api
+        .reader
+        .database("reading an import", async |client| {
+            claim::find(client, id).await
+        })
         .await
-        .map_err(ApiError::internal)?
+        .map_err(database_error)?
         .ok_or_else(|| ApiError::not_found("no import with this id"))?;
     let mut urls = Vec::new();
     for key in [&record.report_key, &record.rejected_key] {
@@ -502,13 +518,16 @@ pub async fn validate(
         tracing::warn!(error = %error, "a service is unavailable for a dry run");
         ApiError::unavailable()
     };
-    let client = api.reader.db().client().await.map_err(unavailable)?;
     let (key, stored) = match (body.key, body.import_id) {
         (Some(key), None) => (key, None),
         (None, Some(id)) => {
-            let record = claim::find(&client, id)
+            let record = api
+                .reader
+                .database("reading an import", async |client| {
+                    claim::find(client, id).await
+                })
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(database_error)?
                 .ok_or_else(|| ApiError::not_found("no import with this id"))?;
             (record.object_key.clone(), Some(record.options()))
         }
@@ -520,7 +539,7 @@ pub async fn validate(
         ));
     };
     let mut options = stored.unwrap_or_default();
-    if let Some(event) = resolve_event(&client, kind, body.event.as_deref()).await? {
+    if let Some(event) = resolve_event(api, kind, body.event.as_deref()).await? {
         options.event = Some(event);
     }
     if let Some(blank_cells) = body.blank_cells {
