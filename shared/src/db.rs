@@ -234,7 +234,9 @@ impl Database {
         };
         let cancel = client.cancel_token();
         tokio::spawn(async move {
-            if let Ok(Err(error)) = tokio::time::timeout(CANCEL_WAIT, cancel.cancel_query(tls)).await {
+            if let Ok(Err(error)) =
+                tokio::time::timeout(CANCEL_WAIT, cancel.cancel_query(tls)).await
+            {
                 tracing::debug!(error = %error, "cancelling a timed-out statement failed");
             }
         });

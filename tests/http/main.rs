@@ -7,5 +7,6 @@ mod imports;
 mod logs;
 mod postgres_faults;
 mod qr;
+mod redis_versions;
 mod rotating;
 mod support;

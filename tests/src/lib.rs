@@ -640,6 +640,10 @@ impl CapturedLogs {
     }
 }
 
+/// Redis 6.2, built by `scripts/test-services.sh`: the oldest Redis with GETEX, which the
+/// functions need, and the last before INFO took several sections.
+pub const REDIS_6_2_SERVER: &str = "/usr/local/lib/redis-6.2/redis-server";
+
 /// A redis-server of the test's own on a free loopback port, stopped when dropped.
 pub struct RedisServer {
     pub port: u16,
@@ -649,8 +653,13 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one with no persistence and `extra` arguments (`--replicaof`, `--maxmemory`, ...).
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_binary("redis-server", extra)
+    }
+
+    /// The same with another build of redis-server, e.g. [`REDIS_6_2_SERVER`].
+    pub fn start_binary(binary: &str, extra: &[&str]) -> Self {
         let port = free_port();
-        let child = std::process::Command::new("redis-server")
+        let child = std::process::Command::new(binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             // A replica's sync may write a dump: never into the checkout.
@@ -659,7 +668,7 @@ impl RedisServer {
             .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("redis-server on PATH");
+            .unwrap_or_else(|e| panic!("{binary}: {e}"));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -752,7 +761,9 @@ impl FaultProxy {
                     let (mode, generation) = *changes.borrow_and_update();
                     match mode {
                         ProxyMode::Refuse => reset(inbound),
-                        ProxyMode::Stall => hold_until_cut(inbound, None, changes, generation).await,
+                        ProxyMode::Stall => {
+                            hold_until_cut(inbound, None, changes, generation).await
+                        }
                         ProxyMode::Forward => {
                             let Ok(outbound) =
                                 tokio::net::TcpStream::connect(("127.0.0.1", target)).await

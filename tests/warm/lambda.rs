@@ -84,7 +84,9 @@ async fn after_a_postgres_restart_mid_run_the_next_invocation_reconnects() {
     let config = config_for(&db, &cache);
     let mut clients = end_to_end::warmer_clients(&db, cache, config);
     clients.db = proxy.database(&db);
-    let first = invoke(&clients, event("warm-scheduled.json")).await.unwrap();
+    let first = invoke(&clients, event("warm-scheduled.json"))
+        .await
+        .unwrap();
     assert_eq!(first.rendered(), 24);
 
     // Postgres restarts under the same container: the kept connection is reset and, for a
@@ -102,6 +104,8 @@ async fn after_a_postgres_restart_mid_run_the_next_invocation_reconnects() {
 
     // Up again: the next invocation, in the same container, reconnects and renews everything.
     proxy.set(end_to_end::ProxyMode::Forward);
-    let next = invoke(&clients, event("warm-scheduled.json")).await.unwrap();
+    let next = invoke(&clients, event("warm-scheduled.json"))
+        .await
+        .unwrap();
     assert_eq!((next.rendered(), next.renewed(), next.failed()), (0, 24, 0));
 }

@@ -413,12 +413,16 @@ fn rate(hits: u64, misses: u64) -> Option<f64> {
 pub async fn cache_stats(reader: &QrReader) -> Result<CacheStats, Error> {
     let cached = reader.cache.count_entries().await?;
     let mut connection = reader.cache.connection();
-    let info: String = redis::cmd("INFO")
+    // One section per INFO: Redis before 7 refuses `INFO memory stats`.
+    let (memory, stats): (String, String) = redis::pipe()
+        .cmd("INFO")
         .arg("memory")
+        .cmd("INFO")
         .arg("stats")
         .query_async(&mut connection)
         .await
         .map_err(|e| Error::redis("reading INFO", e))?;
+    let info = memory + &stats;
     let number = |name: &str| {
         info_field(&info, name)
             .and_then(|v| v.parse::<u64>().ok())
