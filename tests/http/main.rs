@@ -4,6 +4,7 @@
 mod access;
 mod failover;
 mod imports;
+mod load;
 mod logs;
 mod postgres_faults;
 mod qr;
