@@ -46,6 +46,7 @@ pub fn start(function: &str, needs: &[Needs]) -> Result<Started, ExitCode> {
         ExitCode::from(2)
     })?;
     telemetry::init(&config.log_filter, LogFormat::detect());
+    telemetry::set_stage(&config.stage);
     log_warnings(&config.warnings);
     let cache =
         Cache::connect_lazily(&config.redis_url, config.cache.clone()).map_err(|error| {

@@ -21,6 +21,7 @@ use shared::error::Error;
 use shared::kind::Kind;
 use shared::qr::{self, QrSettings, DATA_URL_PREFIX};
 use shared::rotating::{self, ROTATING_QR};
+use shared::telemetry::{Function, Metric, Metrics};
 use shared::token::{self, RotatingSigner};
 
 /// Where an image came from.
@@ -40,6 +41,21 @@ impl Source {
             Source::Miss => "miss",
             Source::Bypass => "bypass",
         }
+    }
+
+    /// The record of one static QR read.
+    pub fn static_read_metrics(self) -> Metrics {
+        Metrics::new(Function::HttpApi)
+            .count(Metric::CacheHits, u64::from(self == Source::Hit))
+            .count(Metric::CacheMisses, u64::from(self == Source::Miss))
+            .count(Metric::CacheUnavailable, u64::from(self == Source::Bypass))
+    }
+
+    /// The record of one rotating QR read.
+    pub fn rotating_read_metrics(self) -> Metrics {
+        Metrics::new(Function::HttpApi)
+            .count(Metric::RotatingHits, u64::from(self == Source::Hit))
+            .count(Metric::RotatingMisses, u64::from(self == Source::Miss))
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::auth::{Principal, Role};
-use crate::qr_reads::{self, ReadError, Source};
+use crate::qr_reads::{self, ReadError};
 use crate::queries;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use shared::import::{claim, event, BlankCells, Importer};
 use shared::kind::Kind;
 use shared::spreadsheet::Format;
-use shared::telemetry::Metrics;
 use uuid::Uuid;
 
 use crate::respond::{self, ApiError};
@@ -153,14 +152,7 @@ pub async fn qr(
         .image(kind, id, &api.jwt_secret)
         .await
         .map_err(read_error)?;
-    Metrics::new("http-api")
-        .count("CacheHits", u64::from(image.source == Source::Hit))
-        .count("CacheMisses", u64::from(image.source == Source::Miss))
-        .count(
-            "CacheUnavailable",
-            u64::from(image.source == Source::Bypass),
-        )
-        .emit();
+    image.source.static_read_metrics().emit();
 
     let digest = Sha256::digest(image.data_url.as_bytes());
     let etag = format!("\"{}\"", hex::encode(&digest[..8]));
@@ -230,16 +222,7 @@ pub async fn rotating_qr(
         .rotating(&api.rotating, id, now.timestamp())
         .await
         .map_err(read_error)?;
-    Metrics::new("http-api")
-        .count(
-            "RotatingHits",
-            u64::from(rotating.image.source == Source::Hit),
-        )
-        .count(
-            "RotatingMisses",
-            u64::from(rotating.image.source == Source::Miss),
-        )
-        .emit();
+    rotating.image.source.rotating_read_metrics().emit();
     let accept = request
         .headers()
         .get(header::ACCEPT)
