@@ -191,17 +191,31 @@ impl Database {
     /// half-open connection after a failover) would otherwise hold this call, and every later
     /// one queued behind the kept connection, until the function timed out: so the connection
     /// is dropped, the next call connects afresh, and the statement is cancelled on the server.
-    pub async fn within<T>(
+    ///
+    /// A kept connection the server has just closed (a restart, a pooler recycling it) may not
+    /// know it yet: `work` is run once more on a new connection when the first fails so.
+    pub async fn within<T, Work>(
         &self,
         context: &'static str,
         deadline: Duration,
-        work: impl AsyncFnOnce(&Client) -> Result<T, Error>,
-    ) -> Result<T, Error> {
+        work: impl Fn(Arc<Client>) -> Work,
+    ) -> Result<T, Error>
+    where
+        Work: std::future::Future<Output = Result<T, Error>>,
+    {
         let mut used: Option<Arc<Client>> = None;
         let attempt = async {
             let client = self.client().await?;
             used = Some(Arc::clone(&client));
-            work(&client).await
+            match work(Arc::clone(&client)).await {
+                Err(Error::Postgres { source, .. }) if connection_lost(&source) => {
+                    self.forget(&client).await;
+                    let client = self.client().await?;
+                    used = Some(Arc::clone(&client));
+                    work(client).await
+                }
+                other => other,
+            }
         };
         match tokio::time::timeout(deadline, attempt).await {
             Ok(result) => result,
@@ -212,6 +226,17 @@ impl Database {
                     after: deadline,
                 })
             }
+        }
+    }
+
+    /// Forgets the kept connection if it is `client`.
+    async fn forget(&self, client: &Arc<Client>) {
+        let mut slot = self.client.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|(kept, _)| Arc::ptr_eq(kept, client))
+        {
+            *slot = None;
         }
     }
 
@@ -248,6 +273,17 @@ impl Database {
             Ok(Ok(_))
         )
     }
+}
+
+/// Whether `error` says the connection is gone (closed, reset, the server shutting down)
+/// rather than that the statement failed.
+fn connection_lost(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    error.is_closed()
+        || error.code().is_some_and(|code| {
+            *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN
+        })
+        || std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
 }
 
 /// Runs `work` in a transaction on `client`: committed when it succeeds, rolled back when it

@@ -143,3 +143,29 @@ async fn a_statement_held_by_a_lock_is_cancelled_on_the_server_at_the_deadline()
         .get(0);
     assert_eq!(end_to_end::decode_png(&body_bytes(&after)), stored);
 }
+
+#[tokio::test]
+async fn a_connection_the_pooler_closed_is_replaced_within_the_same_request() {
+    let world = World::new().await;
+    let (id, token) = world.student(4).await;
+    let path = format!("/qr/students/{id}");
+    assert_eq!(world.get(&path, &admin()).await.status(), 200);
+
+    // The server ends the API's connection (as a pooler recycling it, or an admin, does) and
+    // the next request comes at once, before the API could have noticed.
+    let client = world.db.client().await;
+    let ended: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'qr-functions'
+               AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ended >= 1, "the API's connection was ended");
+    let after = world.get(&path, &admin()).await;
+    assert_eq!(after.status(), 200, "{:?}", body_json(&after));
+    assert_eq!(end_to_end::decode_png(&body_bytes(&after)), token);
+}

@@ -659,24 +659,29 @@ impl RedisServer {
     /// The same with another build of redis-server, e.g. [`REDIS_6_2_SERVER`].
     pub fn start_binary(binary: &str, extra: &[&str]) -> Self {
         let port = free_port();
-        let child = std::process::Command::new(binary)
+        let log = std::env::temp_dir().join(format!("{}.log", unique("redis")));
+        let mut child = std::process::Command::new(binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             // A replica's sync may write a dump: never into the checkout.
             .arg("--dir")
             .arg(std::env::temp_dir())
+            .arg("--logfile")
+            .arg(&log)
             .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{binary}: {e}"));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("{binary} on port {port} did not start ({exited:?}): {said}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = std::fs::remove_file(&log);
         RedisServer { port, child }
     }
 

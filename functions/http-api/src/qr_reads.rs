@@ -141,11 +141,14 @@ impl QrReader {
     }
 
     /// Runs `work` on Postgres within [`QrReader::database_deadline`].
-    pub async fn database<T>(
+    pub async fn database<T, Work>(
         &self,
         context: &'static str,
-        work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, Error>,
-    ) -> Result<T, Error> {
+        work: impl Fn(Arc<tokio_postgres::Client>) -> Work,
+    ) -> Result<T, Error>
+    where
+        Work: std::future::Future<Output = Result<T, Error>>,
+    {
         self.db.within(context, self.database_deadline, work).await
     }
 
@@ -171,8 +174,8 @@ impl QrReader {
         secret: &SecretString,
     ) -> Result<String, ReadError> {
         let token = self
-            .database("reading a QR token", async |client| {
-                shared::mint::token_of(client, secret, kind, id).await
+            .database("reading a QR token", |client| async move {
+                shared::mint::token_of(&client, secret, kind, id).await
             })
             .await;
         match token {
@@ -219,7 +222,7 @@ impl QrReader {
 
     async fn read_registration_no(&self, id: Uuid) -> Result<String, ReadError> {
         let rows = self
-            .database("reading a student", async |client| {
+            .database("reading a student", |client| async move {
                 client
                     .query_typed(
                         "SELECT registration_no FROM students WHERE id = $1",
@@ -467,7 +470,7 @@ pub async fn healthy(reader: &QrReader) -> bool {
     let postgres = async {
         reader
             .db
-            .within("checking health", timeout, async |client| {
+            .within("checking health", timeout, |client| async move {
                 client
                     .simple_query("SELECT 1")
                     .await

@@ -271,8 +271,8 @@ pub async fn template(
     let kind = parse_kind(kind)?;
     let schools = api
         .reader
-        .database("reading schools", async |client| {
-            queries::schools(client).await
+        .database("reading schools", |client| async move {
+            queries::schools(&client).await
         })
         .await
         .map_err(database_error)?;
@@ -321,8 +321,8 @@ async fn resolve_event(
     }
     let found = api
         .reader
-        .database("finding an event", async |client| {
-            queries::event(client, event).await
+        .database("finding an event", |client| async move {
+            queries::event(&client, event).await
         })
         .await
         .map_err(database_error)?;
@@ -419,9 +419,10 @@ pub async fn create_import(
         blank_cells: body.blank_cells.unwrap_or_default(),
         event,
     };
+    let pending = &pending;
     api.reader
-        .database("registering an import", async |client| {
-            queries::insert_pending_import(client, &pending).await
+        .database("registering an import", |client| async move {
+            queries::insert_pending_import(&client, pending).await
         })
         .await
         .map_err(database_error)?;
@@ -455,8 +456,8 @@ pub async fn import_status(
     let id = parse_id(id)?;
     let record = api
         .reader
-        .database("reading an import", async |client| {
-            claim::find(client, id).await
+        .database("reading an import", |client| async move {
+            claim::find(&client, id).await
         })
         .await
         .map_err(database_error)?
@@ -506,8 +507,8 @@ pub async fn validate(
         (None, Some(id)) => {
             let record = api
                 .reader
-                .database("reading an import", async |client| {
-                    claim::find(client, id).await
+                .database("reading an import", |client| async move {
+                    claim::find(&client, id).await
                 })
                 .await
                 .map_err(database_error)?
