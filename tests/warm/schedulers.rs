@@ -284,7 +284,7 @@ fn systemd_verify(root: &Path) -> Output {
 /// the binary at its install path. No systemd runs here to start them: the binary and env file
 /// they name are the ones the crontab test runs.
 #[test]
-fn the_systemd_units_verify_and_run_the_same_binary_with_the_same_env_file() {
+fn the_systemd_units_verify_and_name_the_same_binary_and_env_file() {
     let service = repository_file("deploy/systemd/warm-qr-cache.service");
     let timer = repository_file("deploy/systemd/warm-qr-cache.timer");
     assert_eq!(unit_setting(&service, "ExecStart"), [BINARY]);
