@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
-# What only the tests need, besides scripts/services.sh: PgBouncer (from Debian's packages; the
-# tests start it themselves), moto's S3 server (from PyPI, started on 127.0.0.1:4566), s3s-fs
-# (from crates.io; an S3 server that checks signatures, for the presigned-upload tests) and the
+# What only the tests need, besides scripts/services.sh: the checkers of the scheduler files,
+# PgBouncer (from Debian's packages; the tests start it themselves), moto's S3 server (from
+# PyPI, started on 127.0.0.1:4566), s3s-fs (from crates.io; an S3 server that checks
+# signatures, for the presigned-upload tests), Redis 6.2 (built from source on PyPI) and the
 # template's linters, the AWS SAM CLI and cfn-lint (from PyPI, in a virtual environment of their
 # own under $QR_TOOLS_VENV). Each is installed only when missing, and says so before it does.
 # Safe to run again.
 set -euo pipefail
+
+# What the scheduler files in deploy/ are checked with (tests/warm/schedulers.rs): systemd's
+# `systemd-analyze verify` (Debian), PM2 (npm, into a folder of its own, not the system's) and
+# check-jsonschema with its bundled GitHub workflow schema (PyPI).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "installing systemd (for systemd-analyze)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd) >/dev/null
+fi
+if ! command -v pm2 >/dev/null 2>&1 && [ ! -x /var/tmp/qr-functions-tools/node_modules/.bin/pm2 ]; then
+  echo "installing PM2 into /var/tmp/qr-functions-tools"
+  npm install --silent --no-audit --no-fund --prefix /var/tmp/qr-functions-tools pm2 >/dev/null
+fi
+if ! command -v check-jsonschema >/dev/null 2>&1; then
+  echo "installing check-jsonschema"
+  python3 -m pip install --quiet --disable-pip-version-check check-jsonschema
+fi
 
 # PgBouncer, which the tests start themselves to prove the functions work behind a pooler.
 if ! command -v pgbouncer >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests and the end-to-end suites against real Postgres and Redis on
 # loopback (started here when they are down). Each test makes its own database and key prefix.
+# Then replays every sample event in events/ through `cargo lambda watch` (scripts/local.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -23,3 +24,4 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+bash scripts/local.sh
