@@ -243,3 +243,39 @@ fn every_alarm_notifies_both_ways() {
         );
     }
 }
+
+/// Server connections of the smallest Neon compute's pooled endpoint (0.25 CU: about 90 % of
+/// its 112 max_connections), and the share these functions may take: two thirds, the rest
+/// left to the app and to migrations (template.yaml's note on reserved concurrency).
+const NEON_SMALLEST_POOL: u64 = 100;
+const OUR_SHARE_OF_POOL: u64 = NEON_SMALLEST_POOL * 2 / 3;
+
+#[test]
+fn every_function_reserves_concurrency_within_the_database_budget() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    let document: Yaml = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let resources = template();
+    let mut connections = 0;
+    let mut functions = 0;
+    for (name, function) in of_type(&resources, "AWS::Serverless::Function") {
+        functions += 1;
+        // `!If [Reserved, !Ref Parameter, !Ref AWS::NoValue]`: the parameter, unless -1.
+        let reserved = &function["Properties"]["ReservedConcurrentExecutions"];
+        let Yaml::Tagged(choice) = reserved else {
+            panic!("{name} reserves no concurrency: {reserved:?}");
+        };
+        assert_eq!(choice.tag.to_string(), "!If", "{name}");
+        let (tag, parameter) = scalar(&choice.value[1]);
+        assert_eq!(tag, "!Ref", "{name}");
+        let default = document["Parameters"][parameter.as_str()]["Default"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {parameter} has no numeric default"));
+        // One instance holds one Postgres connection, kept between invocations.
+        connections += default;
+    }
+    assert_eq!(functions, 3);
+    assert!(
+        connections <= OUR_SHARE_OF_POOL,
+        "the defaults allow {connections} connections, over {OUR_SHARE_OF_POOL}"
+    );
+}
