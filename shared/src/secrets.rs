@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::{Parameter, ParameterType};
 use secrecy::SecretString;
 
@@ -29,9 +29,9 @@ pub struct ParameterStore {
 pub enum SecretsError {
     /// The store answered, without these parameters.
     #[error(
-        "{}, which SSM Parameter Store{} does not have: create {} with `aws ssm put-parameter \
+        "SSM Parameter Store{} has no parameter {}: create {} with `aws ssm put-parameter \
          --type SecureString`, or correct the name",
-        Named(.missing), in_region(.region), if .missing.len() == 1 { "it" } else { "them" }
+        in_region(.region), Named(.missing), if .missing.len() == 1 { "it" } else { "them" }
     )]
     NotFound {
         missing: Vec<SecretReference>,
@@ -63,16 +63,20 @@ pub enum SecretsError {
     },
 }
 
-/// "JWT_SECRET_PARAMETER names /qr/prod/jwt-secret, and ...".
+/// "/qr/prod/jwt-secret (named by JWT_SECRET_PARAMETER), ...".
 struct Named<'a>(&'a [SecretReference]);
 
 impl fmt::Display for Named<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, reference) in self.0.iter().enumerate() {
             if i > 0 {
-                f.write_str(", and ")?;
+                f.write_str(", ")?;
             }
-            write!(f, "{} names {}", reference.named_by, reference.parameter)?;
+            write!(
+                f,
+                "{} (named by {})",
+                reference.parameter, reference.named_by
+            )?;
         }
         Ok(())
     }
@@ -157,7 +161,7 @@ impl ParameterStore {
     fn describe<E, R>(&self, references: &[SecretReference], error: SdkError<E, R>) -> SecretsError
     where
         E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-        R: fmt::Debug,
+        R: fmt::Debug + 'static,
     {
         let requested = references.to_vec();
         let region = self.region();
@@ -180,10 +184,23 @@ impl ParameterStore {
             _ => SecretsError::Unreachable {
                 requested,
                 region,
-                message: DisplayErrorContext(&error).to_string(),
+                message: with_causes(&error),
             },
         }
     }
+}
+
+/// An error and its causes on one line ("dispatch failure: io error: ...: Connection refused"):
+/// the SDK's own `Display` says only "dispatch failure".
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Whether `parameter` is the answer to `requested`: a name, an ARN (a parameter shared from

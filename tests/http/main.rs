@@ -7,4 +7,5 @@ mod imports;
 mod logs;
 mod qr;
 mod rotating;
+mod secrets;
 mod support;

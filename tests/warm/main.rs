@@ -8,4 +8,5 @@ mod lambda;
 mod pgbouncer;
 mod redis_settings;
 mod rotating;
+mod secrets;
 mod shards;
