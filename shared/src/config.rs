@@ -41,6 +41,7 @@ const QR_MARGIN: &str = "QR_MARGIN";
 const QR_WIDTH_PX: &str = "QR_WIDTH_PX";
 const QR_CACHE_TTL_SECS: &str = "QR_CACHE_TTL_SECS";
 const LOG_LEVEL: &str = "LOG_LEVEL";
+const STAGE: &str = "STAGE";
 const JWT_SECRET: &str = "JWT_SECRET";
 #[cfg(feature = "imports")]
 const IMPORT_BUCKET: &str = "IMPORT_BUCKET";
@@ -124,6 +125,9 @@ pub struct Config {
     pub qr: QrSettings,
     /// `LOG_LEVEL`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else `info`.
     pub log_filter: String,
+    /// `STAGE` (the template's `Stage`), the `Stage` dimension of every metric; `local` when
+    /// unset.
+    pub stage: String,
     #[cfg(feature = "imports")]
     pub import: ImportSettings,
     #[cfg(feature = "imports")]
@@ -329,6 +333,21 @@ impl Config {
             });
         }
 
+        let stage = get(STAGE).unwrap_or_else(|| crate::telemetry::LOCAL_STAGE.into());
+        // A CloudWatch dimension value, and what an alarm names: plain characters keep the
+        // template's `!Ref Stage` and the emitted value comparable.
+        if stage.len() > 64
+            || !stage
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::Invalid {
+                name: STAGE,
+                reason: "use at most 64 letters, digits, '-' or '_' (e.g. dev, staging, prod)"
+                    .into(),
+            });
+        }
+
         #[cfg(feature = "imports")]
         let import = ImportSettings::from_lookup(&get)?;
         #[cfg(feature = "imports")]
@@ -346,6 +365,7 @@ impl Config {
             cache,
             qr,
             log_filter,
+            stage,
             jwt_secret: get(JWT_SECRET).map(SecretString::from),
             #[cfg(feature = "imports")]
             import_bucket: get(IMPORT_BUCKET),
@@ -527,7 +547,18 @@ mod tests {
             }
         );
         assert_eq!(config.log_filter, "info");
+        assert_eq!(config.stage, "local");
         assert!(config.jwt_secret().is_err());
+    }
+
+    #[test]
+    fn stage_is_read_and_checked() {
+        assert_eq!(config(&[("STAGE", "prod")]).unwrap().stage, "prod");
+        let error = config(&[("STAGE", "prod stage")]).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "STAGE is invalid: use at most 64 letters, digits, '-' or '_' (e.g. dev, staging, prod)"
+        );
     }
 
     #[test]

@@ -149,6 +149,10 @@ pub struct Database {
 /// second apart need no extra round trip, and one idle longer (Neon closes idle ones) is checked.
 const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
+/// How long a cancel request for a timed-out statement may take; past it, the server's own
+/// timeouts end the statement.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
 impl Database {
     pub fn new(settings: DatabaseSettings) -> Self {
         Database {
@@ -180,6 +184,62 @@ impl Database {
         let client = Arc::new(self.settings.connect().await?);
         *slot = Some((Arc::clone(&client), std::time::Instant::now()));
         Ok(client)
+    }
+
+    /// Runs `work` on a live client, giving up after `deadline` (connecting included) with
+    /// [`Error::DatabaseTimeout`]. A path that stopped answering (a pooler gone silent, a
+    /// half-open connection after a failover) would otherwise hold this call, and every later
+    /// one queued behind the kept connection, until the function timed out: so the connection
+    /// is dropped, the next call connects afresh, and the statement is cancelled on the server.
+    pub async fn within<T>(
+        &self,
+        context: &'static str,
+        deadline: Duration,
+        work: impl AsyncFnOnce(&Client) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut used: Option<Arc<Client>> = None;
+        let attempt = async {
+            let client = self.client().await?;
+            used = Some(Arc::clone(&client));
+            work(&client).await
+        };
+        match tokio::time::timeout(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.abandon(used);
+                Err(Error::DatabaseTimeout {
+                    context,
+                    after: deadline,
+                })
+            }
+        }
+    }
+
+    /// Forgets the kept connection when it is the one that did not answer (or when the check
+    /// of it did not), and asks the server to cancel what it was running.
+    fn abandon(&self, used: Option<Arc<Client>>) {
+        // Held only by a caller that is connecting afresh, which replaces the slot anyway.
+        if let Ok(mut slot) = self.client.try_lock() {
+            let stuck = match (slot.as_ref(), used.as_ref()) {
+                (Some((kept, _)), Some(used)) => Arc::ptr_eq(kept, used),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if stuck {
+                *slot = None;
+            }
+        }
+        let (Some(client), Ok(tls)) = (used, self.settings.tls_connector()) else {
+            return;
+        };
+        let cancel = client.cancel_token();
+        tokio::spawn(async move {
+            if let Ok(Err(error)) =
+                tokio::time::timeout(CANCEL_WAIT, cancel.cancel_query(tls)).await
+            {
+                tracing::debug!(error = %error, "cancelling a timed-out statement failed");
+            }
+        });
     }
 
     async fn answers(client: &Client) -> bool {

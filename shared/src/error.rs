@@ -31,6 +31,14 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// Postgres did not answer in time: a silent network path, a stuck pooler, a statement
+    /// held by a lock. The connection was dropped and its statement cancelled on the server.
+    #[error("Postgres did not answer within {} ms ({context}); the connection was dropped and its statement cancelled", .after.as_millis())]
+    DatabaseTimeout {
+        context: &'static str,
+        after: std::time::Duration,
+    },
+
     #[error("Redis: {context}: {source}")]
     Redis {
         context: &'static str,
@@ -106,6 +114,7 @@ impl Error {
         match self {
             Error::Config(_) => "ConfigError",
             Error::Postgres { .. } => "PostgresError",
+            Error::DatabaseTimeout { .. } => "PostgresTimeout",
             Error::Redis { .. } => "RedisError",
             Error::CacheFull { .. } => "RedisOutOfMemory",
             Error::Tls(_) => "TlsError",

@@ -75,6 +75,7 @@ pub async fn start(function: &str, needs: &[Needs]) -> Result<Started, ExitCode>
             ExitCode::from(2)
         })?;
     telemetry::init(&config.log_filter, LogFormat::detect());
+    telemetry::set_stage(&config.stage);
     log_secret_origins(&config.from_store);
     log_warnings(&config.warnings);
     let cache =

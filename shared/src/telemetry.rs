@@ -3,6 +3,7 @@
 //! Metric Format lines, which CloudWatch turns into metrics with no API call.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
@@ -11,6 +12,153 @@ use tracing_subscriber::EnvFilter;
 
 /// The CloudWatch namespace of every metric the functions emit.
 pub const METRICS_NAMESPACE: &str = "QrFunctions";
+
+/// The stage of a run outside AWS (no `STAGE` set): its metrics, if they ever reach
+/// CloudWatch, stay apart from every deployed stage's.
+pub const LOCAL_STAGE: &str = "local";
+
+static STAGE: OnceLock<String> = OnceLock::new();
+
+/// Sets the stage every metric record carries from now on (`Config::stage`, at cold start).
+/// The first call wins: one process serves one stage.
+pub fn set_stage(stage: &str) {
+    let _ = STAGE.set(stage.to_owned());
+}
+
+/// The stage metric records carry: the one set at cold start, else [`LOCAL_STAGE`].
+pub fn stage() -> &'static str {
+    STAGE.get().map_or(LOCAL_STAGE, String::as_str)
+}
+
+/// The function a metric record comes from: its `Function` dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Function {
+    WarmQrCache,
+    ImportSpreadsheet,
+    HttpApi,
+}
+
+impl Function {
+    pub const ALL: [Function; 3] = [
+        Function::WarmQrCache,
+        Function::ImportSpreadsheet,
+        Function::HttpApi,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Function::WarmQrCache => "warm-qr-cache",
+            Function::ImportSpreadsheet => "import-spreadsheet",
+            Function::HttpApi => "http-api",
+        }
+    }
+}
+
+/// Every metric the functions can emit: the one list of names, which the alarms in
+/// `template.yaml` must come from (`tests/template` checks them against it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    // The static warm.
+    QrCached,
+    QrRendered,
+    QrRenewed,
+    QrTokensMinted,
+    QrFailed,
+    WarmFailed,
+    WarmDuration,
+    QrsPerSecond,
+    PeakMemory,
+    // The rotating pre-warm.
+    RotatingRendered,
+    RotatingFailed,
+    RotatingDuration,
+    // The hit-rate sampler.
+    CacheReads,
+    CacheHitRate,
+    ApiStaticHitRate,
+    ApiRotatingHitRate,
+    // Imports.
+    ImportErrors,
+    ImportRowsInserted,
+    ImportRowsUpdated,
+    ImportRowsUnchanged,
+    ImportRowsRejected,
+    ImportFailed,
+    ImportDuration,
+    // The API's QR reads.
+    CacheHits,
+    CacheMisses,
+    CacheUnavailable,
+    RotatingHits,
+    RotatingMisses,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 28] = [
+        Metric::QrCached,
+        Metric::QrRendered,
+        Metric::QrRenewed,
+        Metric::QrTokensMinted,
+        Metric::QrFailed,
+        Metric::WarmFailed,
+        Metric::WarmDuration,
+        Metric::QrsPerSecond,
+        Metric::PeakMemory,
+        Metric::RotatingRendered,
+        Metric::RotatingFailed,
+        Metric::RotatingDuration,
+        Metric::CacheReads,
+        Metric::CacheHitRate,
+        Metric::ApiStaticHitRate,
+        Metric::ApiRotatingHitRate,
+        Metric::ImportErrors,
+        Metric::ImportRowsInserted,
+        Metric::ImportRowsUpdated,
+        Metric::ImportRowsUnchanged,
+        Metric::ImportRowsRejected,
+        Metric::ImportFailed,
+        Metric::ImportDuration,
+        Metric::CacheHits,
+        Metric::CacheMisses,
+        Metric::CacheUnavailable,
+        Metric::RotatingHits,
+        Metric::RotatingMisses,
+    ];
+
+    /// The CloudWatch metric name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::QrCached => "QrCached",
+            Metric::QrRendered => "QrRendered",
+            Metric::QrRenewed => "QrRenewed",
+            Metric::QrTokensMinted => "QrTokensMinted",
+            Metric::QrFailed => "QrFailed",
+            Metric::WarmFailed => "WarmFailed",
+            Metric::WarmDuration => "WarmDuration",
+            Metric::QrsPerSecond => "QrsPerSecond",
+            Metric::PeakMemory => "PeakMemory",
+            Metric::RotatingRendered => "RotatingRendered",
+            Metric::RotatingFailed => "RotatingFailed",
+            Metric::RotatingDuration => "RotatingDuration",
+            Metric::CacheReads => "CacheReads",
+            Metric::CacheHitRate => "CacheHitRate",
+            Metric::ApiStaticHitRate => "ApiStaticHitRate",
+            Metric::ApiRotatingHitRate => "ApiRotatingHitRate",
+            Metric::ImportErrors => "ImportErrors",
+            Metric::ImportRowsInserted => "ImportRowsInserted",
+            Metric::ImportRowsUpdated => "ImportRowsUpdated",
+            Metric::ImportRowsUnchanged => "ImportRowsUnchanged",
+            Metric::ImportRowsRejected => "ImportRowsRejected",
+            Metric::ImportFailed => "ImportFailed",
+            Metric::ImportDuration => "ImportDuration",
+            Metric::CacheHits => "CacheHits",
+            Metric::CacheMisses => "CacheMisses",
+            Metric::CacheUnavailable => "CacheUnavailable",
+            Metric::RotatingHits => "RotatingHits",
+            Metric::RotatingMisses => "RotatingMisses",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -113,53 +261,59 @@ pub fn peak_memory_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// One EMF record: a set of metrics sharing dimensions.
+/// The dimensions of every record, in the order EMF declares them. The stage is one so that
+/// stages sharing an account (and a namespace) never feed each other's alarms.
+pub const DIMENSIONS: [&str; 2] = ["Function", "Stage"];
+
+/// One EMF record: a set of metrics sharing the dimensions [`DIMENSIONS`].
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    dimensions: Vec<(String, String)>,
-    values: Vec<(String, &'static str, f64)>,
+    function: Function,
+    stage: &'static str,
+    values: Vec<(Metric, &'static str, f64)>,
 }
 
 impl Metrics {
-    pub fn new(function: &str) -> Self {
+    /// A record of `function` in this process's [`stage`].
+    pub fn new(function: Function) -> Self {
         Metrics {
-            dimensions: vec![("Function".into(), function.into())],
+            function,
+            stage: stage(),
             values: Vec::new(),
         }
     }
 
-    pub fn count(mut self, name: &str, value: u64) -> Self {
-        self.values.push((name.into(), "Count", value as f64));
+    pub fn count(mut self, metric: Metric, value: u64) -> Self {
+        self.values.push((metric, "Count", value as f64));
         self
     }
 
-    pub fn milliseconds(mut self, name: &str, value: f64) -> Self {
-        self.values.push((name.into(), "Milliseconds", value));
+    pub fn milliseconds(mut self, metric: Metric, value: f64) -> Self {
+        self.values.push((metric, "Milliseconds", value));
         self
     }
 
-    pub fn megabytes(mut self, name: &str, value: f64) -> Self {
-        self.values.push((name.into(), "Megabytes", value));
+    pub fn megabytes(mut self, metric: Metric, value: f64) -> Self {
+        self.values.push((metric, "Megabytes", value));
         self
     }
 
-    pub fn percent(mut self, name: &str, value: f64) -> Self {
-        self.values.push((name.into(), "Percent", value));
+    pub fn percent(mut self, metric: Metric, value: f64) -> Self {
+        self.values.push((metric, "Percent", value));
         self
     }
 
-    pub fn per_second(mut self, name: &str, value: f64) -> Self {
-        self.values.push((name.into(), "Count/Second", value));
+    pub fn per_second(mut self, metric: Metric, value: f64) -> Self {
+        self.values.push((metric, "Count/Second", value));
         self
     }
 
     /// The EMF JSON line.
     pub fn to_emf(&self, timestamp_ms: u128) -> String {
-        let dimension_names: Vec<&str> = self.dimensions.iter().map(|(k, _)| k.as_str()).collect();
         let definitions: Vec<Value> = self
             .values
             .iter()
-            .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
+            .map(|(metric, unit, _)| json!({"Name": metric.as_str(), "Unit": unit}))
             .collect();
         let mut record = Map::new();
         record.insert(
@@ -168,16 +322,15 @@ impl Metrics {
                 "Timestamp": timestamp_ms as u64,
                 "CloudWatchMetrics": [{
                     "Namespace": METRICS_NAMESPACE,
-                    "Dimensions": [dimension_names],
+                    "Dimensions": [DIMENSIONS],
                     "Metrics": definitions,
                 }],
             }),
         );
-        for (key, value) in &self.dimensions {
-            record.insert(key.clone(), json!(value));
-        }
-        for (name, _, value) in &self.values {
-            record.insert(name.clone(), json!(value));
+        record.insert(DIMENSIONS[0].into(), json!(self.function.as_str()));
+        record.insert(DIMENSIONS[1].into(), json!(self.stage));
+        for (metric, _, value) in &self.values {
+            record.insert(metric.as_str().into(), json!(value));
         }
         Value::Object(record).to_string()
     }
@@ -218,22 +371,34 @@ mod tests {
 
     #[test]
     fn emf_line_declares_every_metric_and_its_dimension() {
-        let line = Metrics::new("warm-qr-cache")
-            .count("QrCached", 3)
-            .milliseconds("WarmDuration", 12.5)
+        let line = Metrics::new(Function::WarmQrCache)
+            .count(Metric::QrCached, 3)
+            .milliseconds(Metric::WarmDuration, 12.5)
             .to_emf(1_700_000_000_000);
         let value: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["_aws"]["Timestamp"], 1_700_000_000_000u64);
         let directive = &value["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], METRICS_NAMESPACE);
-        assert_eq!(directive["Dimensions"], json!([["Function"]]));
+        assert_eq!(directive["Dimensions"], json!([["Function", "Stage"]]));
         assert_eq!(
             directive["Metrics"],
             json!([{"Name": "QrCached", "Unit": "Count"}, {"Name": "WarmDuration", "Unit": "Milliseconds"}])
         );
         assert_eq!(value["Function"], "warm-qr-cache");
+        // No test in this binary sets a stage: a run outside AWS is `local`.
+        assert_eq!(value["Stage"], LOCAL_STAGE);
         assert_eq!(value["QrCached"], 3.0);
         assert_eq!(value["WarmDuration"], 12.5);
+    }
+
+    #[test]
+    fn metric_names_are_distinct() {
+        let names: std::collections::HashSet<&str> =
+            Metric::ALL.iter().map(|m| m.as_str()).collect();
+        assert_eq!(names.len(), Metric::ALL.len());
+        let names: std::collections::HashSet<&str> =
+            Function::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(names.len(), Function::ALL.len());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::db::{self, Database, RowFilter, Shard};
 use crate::error::Error;
 use crate::kind::Kind;
 use crate::qr::{self, QrSettings, RenderTimings};
+use crate::telemetry::{Function, Metric, Metrics};
 
 /// Rows per Redis round trip and per parallel render.
 const BATCH_ROWS: usize = 512;
@@ -255,20 +256,20 @@ impl WarmSummary {
     }
 
     /// The run's figures as CloudWatch metrics.
-    pub fn metrics(&self, function: &str) -> crate::telemetry::Metrics {
-        crate::telemetry::Metrics::new(function)
-            .count("QrCached", self.cached())
-            .count("QrRendered", self.rendered())
-            .count("QrRenewed", self.renewed())
-            .count("QrTokensMinted", self.minted())
-            .count("QrFailed", self.failed())
+    pub fn metrics(&self, function: Function) -> Metrics {
+        Metrics::new(function)
+            .count(Metric::QrCached, self.cached())
+            .count(Metric::QrRendered, self.rendered())
+            .count(Metric::QrRenewed, self.renewed())
+            .count(Metric::QrTokensMinted, self.minted())
+            .count(Metric::QrFailed, self.failed())
             .count(
-                "WarmFailed",
+                Metric::WarmFailed,
                 u64::from(self.outage_renewal.is_some() || self.failed() > 0),
             )
-            .milliseconds("WarmDuration", self.duration_ms)
-            .per_second("QrsPerSecond", self.qrs_per_second)
-            .megabytes("PeakMemory", self.peak_memory_mib.unwrap_or(0.0))
+            .milliseconds(Metric::WarmDuration, self.duration_ms)
+            .per_second(Metric::QrsPerSecond, self.qrs_per_second)
+            .megabytes(Metric::PeakMemory, self.peak_memory_mib.unwrap_or(0.0))
     }
 }
 
@@ -401,7 +402,7 @@ pub async fn warm_and_report(
         Ok(summary) => summary,
         Err(failed) => &failed.summary,
     };
-    summary.metrics("warm-qr-cache").emit();
+    summary.metrics(Function::WarmQrCache).emit();
     match &result {
         Ok(summary) => tracing::info!(
             cached = summary.cached(),

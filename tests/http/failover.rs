@@ -9,7 +9,7 @@ use shared::cache::CacheSettings;
 
 use crate::support::*;
 
-async fn replication_up(server: &RedisServer) {
+pub(crate) async fn replication_up(server: &RedisServer) {
     let mut connection = end_to_end::redis_connection(&server.url()).await;
     for _ in 0..200 {
         let info: String = redis::cmd("INFO")

@@ -4,8 +4,11 @@
 mod access;
 mod failover;
 mod imports;
+mod load;
 mod logs;
+mod postgres_faults;
 mod qr;
+mod redis_versions;
 mod rotating;
 mod secrets;
 mod support;

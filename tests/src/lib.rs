@@ -640,6 +640,10 @@ impl CapturedLogs {
     }
 }
 
+/// Redis 6.2, built by `scripts/test-services.sh`: the oldest Redis with GETEX, which the
+/// functions need, and the last before INFO took several sections.
+pub const REDIS_6_2_SERVER: &str = "/usr/local/lib/redis-6.2/redis-server";
+
 /// A redis-server of the test's own on a free loopback port, stopped when dropped.
 pub struct RedisServer {
     pub port: u16,
@@ -649,8 +653,13 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one with no persistence and `extra` arguments (`--replicaof`, `--maxmemory`, ...).
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_binary("redis-server", extra)
+    }
+
+    /// The same with another build of redis-server, e.g. [`REDIS_6_2_SERVER`].
+    pub fn start_binary(binary: &str, extra: &[&str]) -> Self {
         let port = free_port();
-        let child = std::process::Command::new("redis-server")
+        let child = std::process::Command::new(binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             // A replica's sync may write a dump: never into the checkout.
@@ -659,7 +668,7 @@ impl RedisServer {
             .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("redis-server on PATH");
+            .unwrap_or_else(|e| panic!("{binary}: {e}"));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -717,6 +726,130 @@ impl SwitchableProxy {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+/// What a [`FaultProxy`] does with the traffic it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards both ways.
+    Forward,
+    /// Accepts connections and resets them at once: a server restarting or a pooler refusing.
+    Refuse,
+    /// Holds every connection open and forwards nothing, new or old: a silent network path
+    /// (a half-open connection, a stuck pooler). The client sees neither data nor a close.
+    Stall,
+}
+
+/// A TCP proxy on loopback in front of a real server, with faults the test injects: cut every
+/// open connection (a restart, a pooler closing its clients), refuse, or stall.
+pub struct FaultProxy {
+    pub port: u16,
+    state: tokio::sync::watch::Sender<(ProxyMode, u64)>,
+}
+
+impl FaultProxy {
+    pub async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (state, _) = tokio::sync::watch::channel((ProxyMode::Forward, 0u64));
+        let watch = state.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let mut changes = watch.subscribe();
+                tokio::spawn(async move {
+                    let (mode, generation) = *changes.borrow_and_update();
+                    match mode {
+                        ProxyMode::Refuse => reset(inbound),
+                        ProxyMode::Stall => {
+                            hold_until_cut(inbound, None, changes, generation).await
+                        }
+                        ProxyMode::Forward => {
+                            let Ok(outbound) =
+                                tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                            else {
+                                return reset(inbound);
+                            };
+                            forward(inbound, outbound, changes, generation).await;
+                        }
+                    }
+                });
+            }
+        });
+        FaultProxy { port, state }
+    }
+
+    /// From now on, new connections meet `mode`; under `Stall`, open ones go silent too.
+    pub fn set(&self, mode: ProxyMode) {
+        self.state.send_modify(|(current, _)| *current = mode);
+    }
+
+    /// Resets every connection open now, as a restarting server or a pooler does.
+    pub fn cut(&self) {
+        self.state.send_modify(|(_, generation)| *generation += 1);
+    }
+
+    /// The database of `db`, reached through this proxy.
+    pub fn database(&self, db: &TestDb) -> Database {
+        let mut url = url::Url::parse(&db.url).unwrap();
+        url.set_port(Some(self.port)).unwrap();
+        Database::new(DatabaseSettings::parse(url.as_str()).unwrap())
+    }
+
+    /// A proxy in front of the test Postgres server.
+    pub async fn postgres() -> Self {
+        let url = url::Url::parse(&admin_url()).unwrap();
+        Self::start(url.port().unwrap_or(5432)).await
+    }
+}
+
+fn reset(stream: tokio::net::TcpStream) {
+    // Linger zero turns the close into a reset, as a killed server's kernel sends.
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
+async fn forward(
+    mut inbound: tokio::net::TcpStream,
+    mut outbound: tokio::net::TcpStream,
+    mut changes: tokio::sync::watch::Receiver<(ProxyMode, u64)>,
+    generation: u64,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let (mode, now) = *changes.borrow_and_update();
+                if now != generation {
+                    reset(inbound);
+                    reset(outbound);
+                    return;
+                }
+                if mode == ProxyMode::Stall {
+                    return hold_until_cut(inbound, Some(outbound), changes, generation).await;
+                }
+            }
+        }
+    }
+}
+
+async fn hold_until_cut(
+    inbound: tokio::net::TcpStream,
+    outbound: Option<tokio::net::TcpStream>,
+    mut changes: tokio::sync::watch::Receiver<(ProxyMode, u64)>,
+    generation: u64,
+) {
+    while changes.changed().await.is_ok() {
+        if changes.borrow_and_update().1 != generation {
+            break;
+        }
+    }
+    reset(inbound);
+    if let Some(outbound) = outbound {
+        reset(outbound);
     }
 }
 

@@ -74,3 +74,38 @@ async fn a_malformed_event_is_refused_with_its_reason() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn after_a_postgres_restart_mid_run_the_next_invocation_reconnects() {
+    let db = TestDb::create().await;
+    db.seed(20, 4).await;
+    let proxy = end_to_end::FaultProxy::postgres().await;
+    let cache = test_cache(600);
+    let config = config_for(&db, &cache);
+    let mut clients = end_to_end::warmer_clients(&db, cache, config);
+    clients.db = proxy.database(&db);
+    let first = invoke(&clients, event("warm-scheduled.json"))
+        .await
+        .unwrap();
+    assert_eq!(first.rendered(), 24);
+
+    // Postgres restarts under the same container: the kept connection is reset and, for a
+    // while, connections are refused. That invocation fails plainly and keeps the cache alive.
+    proxy.set(end_to_end::ProxyMode::Refuse);
+    proxy.cut();
+    let failed = invoke(&clients, event("warm-scheduled.json"))
+        .await
+        .unwrap_err();
+    assert!(
+        failed.starts_with("PostgresError: QR cache warming failed: Postgres: ")
+            && failed.contains("Postgres unreachable: renewed the TTL of 24 cached images"),
+        "{failed}"
+    );
+
+    // Up again: the next invocation, in the same container, reconnects and renews everything.
+    proxy.set(end_to_end::ProxyMode::Forward);
+    let next = invoke(&clients, event("warm-scheduled.json"))
+        .await
+        .unwrap();
+    assert_eq!((next.rendered(), next.renewed(), next.failed()), (0, 24, 0));
+}

@@ -27,6 +27,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// function URL or a local emulator more): a session cookie and the usual headers fit easily.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// How long a request waits for Postgres, connecting included, before it answers 503: long
+/// enough for Neon to wake a suspended compute (usually well under a second or two), short
+/// enough that a silent database never holds a request for API Gateway's 30 s. A statement
+/// still running then is cancelled on the server.
+pub const DATABASE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long `/health` answers from its last check, so a flood of health checks reaches
 /// Postgres and Redis at most once per interval per instance.
 pub const HEALTH_CACHED_FOR: std::time::Duration = std::time::Duration::from_secs(5);

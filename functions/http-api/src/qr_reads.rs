@@ -21,6 +21,7 @@ use shared::error::Error;
 use shared::kind::Kind;
 use shared::qr::{self, QrSettings, DATA_URL_PREFIX};
 use shared::rotating::{self, ROTATING_QR};
+use shared::telemetry::{Function, Metric, Metrics};
 use shared::token::{self, RotatingSigner};
 
 /// Where an image came from.
@@ -40,6 +41,21 @@ impl Source {
             Source::Miss => "miss",
             Source::Bypass => "bypass",
         }
+    }
+
+    /// The record of one static QR read.
+    pub fn static_read_metrics(self) -> Metrics {
+        Metrics::new(Function::HttpApi)
+            .count(Metric::CacheHits, u64::from(self == Source::Hit))
+            .count(Metric::CacheMisses, u64::from(self == Source::Miss))
+            .count(Metric::CacheUnavailable, u64::from(self == Source::Bypass))
+    }
+
+    /// The record of one rotating QR read.
+    pub fn rotating_read_metrics(self) -> Metrics {
+        Metrics::new(Function::HttpApi)
+            .count(Metric::RotatingHits, u64::from(self == Source::Hit))
+            .count(Metric::RotatingMisses, u64::from(self == Source::Miss))
     }
 }
 
@@ -96,6 +112,8 @@ pub struct QrReader {
     in_flight: Mutex<HashMap<String, Flight>>,
     renders: std::sync::atomic::AtomicU64,
     registrations: Mutex<HashMap<Uuid, (String, std::time::Instant)>>,
+    /// How long a request waits for Postgres, connecting included, before it answers 503.
+    pub database_deadline: std::time::Duration,
 }
 
 /// Why an image could not be served.
@@ -118,7 +136,17 @@ impl QrReader {
             in_flight: Mutex::new(HashMap::new()),
             renders: Default::default(),
             registrations: Mutex::new(HashMap::new()),
+            database_deadline: crate::DATABASE_DEADLINE,
         }
+    }
+
+    /// Runs `work` on Postgres within [`QrReader::database_deadline`].
+    pub async fn database<T>(
+        &self,
+        context: &'static str,
+        work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.db.within(context, self.database_deadline, work).await
     }
 
     pub fn db(&self) -> &Database {
@@ -142,15 +170,17 @@ impl QrReader {
         id: Uuid,
         secret: &SecretString,
     ) -> Result<String, ReadError> {
-        let client = self
-            .db
-            .client()
-            .await
-            .map_err(ReadError::DatabaseUnavailable)?;
-        match shared::mint::token_of(&client, secret, kind, id).await {
+        let token = self
+            .database("reading a QR token", async |client| {
+                shared::mint::token_of(client, secret, kind, id).await
+            })
+            .await;
+        match token {
             Ok(Some(token)) => Ok(token),
             Ok(None) => Err(ReadError::NotFound(kind)),
-            Err(error @ Error::Postgres { .. }) => Err(ReadError::DatabaseUnavailable(error)),
+            Err(error @ (Error::Postgres { .. } | Error::DatabaseTimeout { .. })) => {
+                Err(ReadError::DatabaseUnavailable(error))
+            }
             Err(error) => Err(ReadError::Other(error)),
         }
     }
@@ -188,18 +218,18 @@ impl QrReader {
     }
 
     async fn read_registration_no(&self, id: Uuid) -> Result<String, ReadError> {
-        let client = self
-            .db
-            .client()
+        let rows = self
+            .database("reading a student", async |client| {
+                client
+                    .query_typed(
+                        "SELECT registration_no FROM students WHERE id = $1",
+                        &[(&id, Type::UUID)],
+                    )
+                    .await
+                    .map_err(|e| Error::postgres("reading a student", e))
+            })
             .await
             .map_err(ReadError::DatabaseUnavailable)?;
-        let rows = client
-            .query_typed(
-                "SELECT registration_no FROM students WHERE id = $1",
-                &[(&id, Type::UUID)],
-            )
-            .await
-            .map_err(|e| ReadError::DatabaseUnavailable(Error::postgres("reading a student", e)))?;
         rows.first()
             .map(|row| row.get::<_, String>(0))
             .ok_or(ReadError::NotFound(Kind::Students))
@@ -399,12 +429,16 @@ fn rate(hits: u64, misses: u64) -> Option<f64> {
 pub async fn cache_stats(reader: &QrReader) -> Result<CacheStats, Error> {
     let cached = reader.cache.count_entries().await?;
     let mut connection = reader.cache.connection();
-    let info: String = redis::cmd("INFO")
+    // One section per INFO: Redis before 7 refuses `INFO memory stats`.
+    let (memory, stats): (String, String) = redis::pipe()
+        .cmd("INFO")
         .arg("memory")
+        .cmd("INFO")
         .arg("stats")
         .query_async(&mut connection)
         .await
         .map_err(|e| Error::redis("reading INFO", e))?;
+    let info = memory + &stats;
     let number = |name: &str| {
         info_field(&info, name)
             .and_then(|v| v.parse::<u64>().ok())
@@ -431,13 +465,16 @@ pub async fn cache_stats(reader: &QrReader) -> Result<CacheStats, Error> {
 pub async fn healthy(reader: &QrReader) -> bool {
     let timeout = std::time::Duration::from_secs(1);
     let postgres = async {
-        match tokio::time::timeout(timeout, reader.db.client()).await {
-            Ok(Ok(client)) => matches!(
-                tokio::time::timeout(timeout, client.simple_query("SELECT 1")).await,
-                Ok(Ok(_))
-            ),
-            _ => false,
-        }
+        reader
+            .db
+            .within("checking health", timeout, async |client| {
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map_err(|e| Error::postgres("checking health", e))
+            })
+            .await
+            .is_ok()
     };
     let redis = async {
         matches!(

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::auth::{Principal, Role};
-use crate::qr_reads::{self, ReadError, Source};
+use crate::qr_reads::{self, ReadError};
 use crate::queries;
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use shared::import::{claim, event, BlankCells, Importer};
 use shared::kind::Kind;
 use shared::spreadsheet::Format;
-use shared::telemetry::Metrics;
 use uuid::Uuid;
 
 use crate::respond::{self, ApiError};
@@ -61,6 +60,19 @@ fn read_error(error: ReadError) -> ApiError {
         }
         ReadError::Other(error) => ApiError::internal(error),
     }
+}
+
+/// A database failure as the user meets it: out of reach or too slow is 503 (try again
+/// shortly); a statement the database refused is a fault of ours, 500.
+fn database_error(error: shared::error::Error) -> ApiError {
+    use shared::error::Error;
+    match &error {
+        Error::DatabaseTimeout { .. } => {}
+        Error::Postgres { source, .. } if source.as_db_error().is_none() => {}
+        _ => return ApiError::internal(error),
+    }
+    tracing::warn!(error = %error, "Postgres unavailable");
+    ApiError::unavailable()
 }
 
 fn parse_kind(text: &str) -> Result<Kind, ApiError> {
@@ -140,14 +152,7 @@ pub async fn qr(
         .image(kind, id, &api.jwt_secret)
         .await
         .map_err(read_error)?;
-    Metrics::new("http-api")
-        .count("CacheHits", u64::from(image.source == Source::Hit))
-        .count("CacheMisses", u64::from(image.source == Source::Miss))
-        .count(
-            "CacheUnavailable",
-            u64::from(image.source == Source::Bypass),
-        )
-        .emit();
+    image.source.static_read_metrics().emit();
 
     let digest = Sha256::digest(image.data_url.as_bytes());
     let etag = format!("\"{}\"", hex::encode(&digest[..8]));
@@ -217,16 +222,7 @@ pub async fn rotating_qr(
         .rotating(&api.rotating, id, now.timestamp())
         .await
         .map_err(read_error)?;
-    Metrics::new("http-api")
-        .count(
-            "RotatingHits",
-            u64::from(rotating.image.source == Source::Hit),
-        )
-        .count(
-            "RotatingMisses",
-            u64::from(rotating.image.source == Source::Miss),
-        )
-        .emit();
+    rotating.image.source.rotating_read_metrics().emit();
     let accept = request
         .headers()
         .get(header::ACCEPT)
@@ -273,13 +269,13 @@ pub async fn template(
 ) -> Result<Response<Body>, ApiError> {
     require_admin(principal)?;
     let kind = parse_kind(kind)?;
-    let client = api.reader.db().client().await.map_err(|error| {
-        tracing::warn!(error = %error, "Postgres unavailable for the template");
-        ApiError::unavailable()
-    })?;
-    let schools = queries::schools(&client)
+    let schools = api
+        .reader
+        .database("reading schools", async |client| {
+            queries::schools(client).await
+        })
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(database_error)?;
     let bytes =
         shared::spreadsheet::template::template_xlsx(kind, &schools).map_err(ApiError::internal)?;
     let mut response = respond::bytes(
@@ -311,7 +307,7 @@ struct NewImport {
 
 /// The upload's event, by code (case-insensitively) or id; unknown is a 422 naming it.
 async fn resolve_event(
-    client: &tokio_postgres::Client,
+    api: &Api,
     kind: Kind,
     event: Option<&str>,
 ) -> Result<Option<Uuid>, ApiError> {
@@ -323,10 +319,14 @@ async fn resolve_event(
             "`event` applies to stalls imports only",
         ));
     }
-    match queries::event(client, event)
+    let found = api
+        .reader
+        .database("finding an event", async |client| {
+            queries::event(client, event).await
+        })
         .await
-        .map_err(ApiError::internal)?
-    {
+        .map_err(database_error)?;
+    match found {
         Some(id) => Ok(Some(id)),
         None => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -410,11 +410,7 @@ pub async fn create_import(
     let bucket = api.bucket.as_str();
     let id = Uuid::new_v4();
     let key = format!("{}{id}/{name}", event::upload_prefix(kind));
-    let client = api.reader.db().client().await.map_err(|error| {
-        tracing::warn!(error = %error, "Postgres unavailable for a new import");
-        ApiError::unavailable()
-    })?;
-    let event = resolve_event(&client, kind, body.event.as_deref()).await?;
+    let event = resolve_event(api, kind, body.event.as_deref()).await?;
     let pending = queries::PendingImport {
         id,
         kind,
@@ -423,9 +419,12 @@ pub async fn create_import(
         blank_cells: body.blank_cells.unwrap_or_default(),
         event,
     };
-    queries::insert_pending_import(&client, &pending)
+    api.reader
+        .database("registering an import", async |client| {
+            queries::insert_pending_import(client, &pending).await
+        })
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(database_error)?;
     let content_type = content_type(format);
     let url = api
         .storage
@@ -454,13 +453,13 @@ pub async fn import_status(
 ) -> Result<Response<Body>, ApiError> {
     require_admin(principal)?;
     let id = parse_id(id)?;
-    let client = api.reader.db().client().await.map_err(|error| {
-        tracing::warn!(error = %error, "Postgres unavailable for an import status");
-        ApiError::unavailable()
-    })?;
-    let record = claim::find(&client, id)
+    let record = api
+        .reader
+        .database("reading an import", async |client| {
+            claim::find(client, id).await
+        })
         .await
-        .map_err(ApiError::internal)?
+        .map_err(database_error)?
         .ok_or_else(|| ApiError::not_found("no import with this id"))?;
     let mut urls = Vec::new();
     for key in [&record.report_key, &record.rejected_key] {
@@ -502,13 +501,16 @@ pub async fn validate(
         tracing::warn!(error = %error, "a service is unavailable for a dry run");
         ApiError::unavailable()
     };
-    let client = api.reader.db().client().await.map_err(unavailable)?;
     let (key, stored) = match (body.key, body.import_id) {
         (Some(key), None) => (key, None),
         (None, Some(id)) => {
-            let record = claim::find(&client, id)
+            let record = api
+                .reader
+                .database("reading an import", async |client| {
+                    claim::find(client, id).await
+                })
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(database_error)?
                 .ok_or_else(|| ApiError::not_found("no import with this id"))?;
             (record.object_key.clone(), Some(record.options()))
         }
@@ -520,7 +522,7 @@ pub async fn validate(
         ));
     };
     let mut options = stored.unwrap_or_default();
-    if let Some(event) = resolve_event(&client, kind, body.event.as_deref()).await? {
+    if let Some(event) = resolve_event(api, kind, body.event.as_deref()).await? {
         options.event = Some(event);
     }
     if let Some(blank_cells) = body.blank_cells {

@@ -148,11 +148,7 @@ pub async fn run(
                 tracing::error!(error = %error, "rotating pre-warm failed");
                 failed(error)
             })?;
-            shared::telemetry::Metrics::new("warm-qr-cache")
-                .count("RotatingRendered", summary.rendered)
-                .count("RotatingFailed", summary.failed)
-                .milliseconds("RotatingDuration", summary.duration_ms)
-                .emit();
+            summary.metrics().emit();
             tracing::info!(
                 students = summary.students,
                 rendered = summary.rendered,

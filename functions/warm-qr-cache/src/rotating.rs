@@ -17,6 +17,7 @@ use shared::cache::Cache;
 use shared::db::Database;
 use shared::error::Error;
 use shared::rotating;
+use shared::telemetry::{Function, Metric, Metrics};
 use shared::token::{self, RotatingSigner};
 use shared::warm::Failure;
 
@@ -102,6 +103,15 @@ pub struct RotatingSummary {
     pub failures: Vec<Failure>,
     pub duration_ms: f64,
     pub renders_per_second: f64,
+}
+
+impl RotatingSummary {
+    pub fn metrics(&self) -> Metrics {
+        Metrics::new(Function::WarmQrCache)
+            .count(Metric::RotatingRendered, self.rendered)
+            .count(Metric::RotatingFailed, self.failed)
+            .milliseconds(Metric::RotatingDuration, self.duration_ms)
+    }
 }
 
 impl fmt::Display for RotatingSummary {

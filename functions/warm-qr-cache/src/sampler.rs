@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use shared::cache::{Cache, ReadCounter};
 use shared::error::Error;
-use shared::telemetry::Metrics;
+use shared::telemetry::{Function, Metric, Metrics};
 
 /// Where the previous sample's counters are kept, under the prefix.
 const LAST_SAMPLE: &str = "qr:sampler:last";
@@ -58,12 +58,12 @@ impl HitRateSample {
     /// The sample as metrics: each rate only when there were reads, so an idle night is
     /// missing data (which the alarm treats as not breaching), not a false 0 %.
     pub fn metrics(&self) -> Metrics {
-        let mut metrics = Metrics::new("warm-qr-cache")
-            .count("CacheReads", self.server.hits + self.server.misses);
+        let mut metrics = Metrics::new(Function::WarmQrCache)
+            .count(Metric::CacheReads, self.server.hits + self.server.misses);
         for (name, rate) in [
-            ("CacheHitRate", self.server),
-            ("ApiStaticHitRate", self.api_static),
-            ("ApiRotatingHitRate", self.api_rotating),
+            (Metric::CacheHitRate, self.server),
+            (Metric::ApiStaticHitRate, self.api_static),
+            (Metric::ApiRotatingHitRate, self.api_rotating),
         ] {
             if let Some(percent) = rate.percent {
                 metrics = metrics.percent(name, percent);

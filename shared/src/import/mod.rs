@@ -213,9 +213,7 @@ impl Importer<'_> {
                 return Err(Error::ImportState(id, "stopped outside its claim"));
             }
             Err(Halt::Failed(error)) => {
-                crate::telemetry::Metrics::new("import-spreadsheet")
-                    .count("ImportErrors", 1)
-                    .emit();
+                report::failed_run_metrics().emit();
                 // The transaction rolled back and released the claim: Lambda's retry takes it
                 // over at once.
                 return Err(error);

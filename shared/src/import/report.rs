@@ -16,6 +16,7 @@ use super::event::ImportTarget;
 use super::load::{Change, UpdatedRow};
 use super::options::ImportOptions;
 use crate::spreadsheet::{guard_formula, OriginalRow, RowError};
+use crate::telemetry::{Function, Metric, Metrics};
 
 /// Headers of the two columns the rejected-rows file adds; no field answers to them, so a
 /// re-upload ignores them.
@@ -181,6 +182,12 @@ pub struct ImportReport {
     pub timings: Timings,
 }
 
+/// The record of a run that failed (Postgres, S3 or Redis unreachable, a crash): the invocation
+/// fails too, and Lambda retries it.
+pub fn failed_run_metrics() -> Metrics {
+    Metrics::new(Function::ImportSpreadsheet).count(Metric::ImportErrors, 1)
+}
+
 impl ImportReport {
     /// An import another run finished (or is running): its stored report when there is one,
     /// else what the `imports` row says.
@@ -230,20 +237,29 @@ impl ImportReport {
     }
 
     /// The import's figures as CloudWatch metrics: rows by outcome, failures, duration.
-    pub fn metrics(&self) -> crate::telemetry::Metrics {
+    pub fn metrics(&self) -> Metrics {
         let t = &self.timings;
-        crate::telemetry::Metrics::new("import-spreadsheet")
-            .count("ImportRowsInserted", self.counts.inserted.max(0) as u64)
-            .count("ImportRowsUpdated", self.counts.updated.max(0) as u64)
-            .count("ImportRowsUnchanged", self.counts.unchanged.max(0) as u64)
-            .count("ImportRowsRejected", self.counts.rejected.max(0) as u64)
+        Metrics::new(Function::ImportSpreadsheet)
             .count(
-                "ImportFailed",
+                Metric::ImportRowsInserted,
+                self.counts.inserted.max(0) as u64,
+            )
+            .count(Metric::ImportRowsUpdated, self.counts.updated.max(0) as u64)
+            .count(
+                Metric::ImportRowsUnchanged,
+                self.counts.unchanged.max(0) as u64,
+            )
+            .count(
+                Metric::ImportRowsRejected,
+                self.counts.rejected.max(0) as u64,
+            )
+            .count(
+                Metric::ImportFailed,
                 u64::from(self.status == ImportStatus::Failed),
             )
-            .count("QrCached", self.qr_cached)
+            .count(Metric::QrCached, self.qr_cached)
             .milliseconds(
-                "ImportDuration",
+                Metric::ImportDuration,
                 t.download_ms + t.parse_ms + t.load_ms + t.report_ms + t.cache_ms,
             )
     }
@@ -256,7 +272,8 @@ impl ImportReport {
         self
     }
 
-    pub(super) fn new(id: Uuid, target: &ImportTarget, options: ImportOptions) -> Self {
+    /// The report of an import this run has just claimed, before any row is read.
+    pub fn new(id: Uuid, target: &ImportTarget, options: ImportOptions) -> Self {
         ImportReport {
             import_id: id,
             bucket: target.bucket.clone(),

@@ -1,0 +1,245 @@
+//! `template.yaml` against the code: every alarm on a custom metric names a metric that the
+//! functions' own record builders emit, with the dimensions they emit it with (the stage among
+//! them), and every failure queue has a depth alarm. Needs no server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value as Json;
+use serde_yaml::Value as Yaml;
+
+use http_api::qr_reads::Source;
+use shared::import::event::ImportTarget;
+use shared::import::options::ImportOptions;
+use shared::import::report::{self, ImportReport};
+use shared::kind::Kind;
+use shared::spreadsheet::Format;
+use shared::telemetry::{self, Function, Metric, Metrics, DIMENSIONS, METRICS_NAMESPACE};
+use shared::warm::{StageTimings, WarmSummary};
+use warm_qr_cache::rotating::{Audience, RotatingSummary};
+use warm_qr_cache::sampler::{HitRateSample, Rate};
+
+/// Every record the functions emit, from the builders their emitting code calls: the static
+/// warm, the rotating pre-warm, the hit-rate sampler (every rate present), an import and a
+/// failed import run, the API's static and rotating reads.
+fn every_record() -> Vec<Metrics> {
+    let warm = WarmSummary {
+        kinds: Vec::new(),
+        force: false,
+        shard: None,
+        duration_ms: 1.0,
+        peak_memory_mib: Some(1.0),
+        qrs_per_second: 1.0,
+        stages: StageTimings::default(),
+        outage_renewal: None,
+    };
+    let rotating = RotatingSummary {
+        audience: Audience::RegisteredToday,
+        students: 1,
+        windows: vec![1],
+        rendered: 1,
+        already_cached: 0,
+        failed: 0,
+        failures: Vec::new(),
+        duration_ms: 1.0,
+        renders_per_second: 1.0,
+    };
+    let rate = Rate {
+        hits: 1,
+        misses: 1,
+        percent: Some(50.0),
+    };
+    let sample = HitRateSample {
+        server: rate,
+        api_static: rate,
+        api_rotating: rate,
+        since_previous: true,
+    };
+    let target = ImportTarget {
+        bucket: "imports".into(),
+        key: "imports/students/a.csv".into(),
+        version: "v1".into(),
+        version_id: None,
+        kind: Kind::Students,
+        format: Format::Csv,
+    };
+    let import = ImportReport::new(uuid::Uuid::nil(), &target, ImportOptions::default());
+    vec![
+        warm.metrics(Function::WarmQrCache),
+        rotating.metrics(),
+        sample.metrics(),
+        import.metrics(),
+        report::failed_run_metrics(),
+        Source::Hit.static_read_metrics(),
+        Source::Hit.rotating_read_metrics(),
+    ]
+}
+
+/// (metric name, Function dimension) of every metric emitted, each checked to carry the
+/// function and the stage as its dimensions.
+fn emitted() -> BTreeSet<(String, String)> {
+    let mut emitted = BTreeSet::new();
+    for record in every_record() {
+        let line: Json = serde_json::from_str(&record.to_emf(0)).unwrap();
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], METRICS_NAMESPACE, "{line}");
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([["Function", "Stage"]]),
+            "every record is dimensioned by function and stage: {line}"
+        );
+        assert_eq!(line["Stage"], telemetry::stage(), "{line}");
+        let function = line["Function"].as_str().unwrap().to_owned();
+        for definition in directive["Metrics"].as_array().unwrap() {
+            let name = definition["Name"].as_str().unwrap().to_owned();
+            assert!(line.get(&name).is_some(), "{name} has no value: {line}");
+            emitted.insert((name, function.clone()));
+        }
+    }
+    emitted
+}
+
+#[test]
+fn the_records_cover_every_metric_the_code_can_name() {
+    let names: BTreeSet<String> = emitted().into_iter().map(|(name, _)| name).collect();
+    let all: BTreeSet<String> = Metric::ALL.iter().map(|m| m.as_str().to_owned()).collect();
+    assert_eq!(names, all);
+    assert_eq!(DIMENSIONS, ["Function", "Stage"]);
+}
+
+fn template() -> BTreeMap<String, Yaml> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let template: Yaml = serde_yaml::from_str(&text).unwrap();
+    let resources = template["Resources"].as_mapping().unwrap();
+    resources
+        .iter()
+        .map(|(name, body)| (name.as_str().unwrap().to_owned(), body.clone()))
+        .collect()
+}
+
+fn of_type<'a>(
+    resources: &'a BTreeMap<String, Yaml>,
+    kind: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a Yaml)> + 'a {
+    resources
+        .iter()
+        .filter(move |(_, body)| body["Type"].as_str() == Some(kind))
+}
+
+/// The metrics an alarm reads: its own, or those of its metric math.
+fn alarm_metrics(properties: &Yaml) -> Vec<Yaml> {
+    match properties["Metrics"].as_sequence() {
+        Some(queries) => queries
+            .iter()
+            .filter_map(|query| query.get("MetricStat"))
+            .map(|stat| stat["Metric"].clone())
+            .collect(),
+        None => vec![properties.clone()],
+    }
+}
+
+/// `!Tag value` as (tag, value) text, or the plain scalar with no tag.
+fn scalar(value: &Yaml) -> (String, String) {
+    match value {
+        Yaml::Tagged(tagged) => (
+            tagged.tag.to_string(),
+            tagged.value.as_str().unwrap_or_default().to_owned(),
+        ),
+        other => (String::new(), other.as_str().unwrap_or_default().to_owned()),
+    }
+}
+
+#[test]
+fn every_custom_alarm_reads_an_emitted_metric_of_its_own_stage() {
+    let emitted = emitted();
+    let resources = template();
+    let mut custom = 0;
+    for (name, alarm) in of_type(&resources, "AWS::CloudWatch::Alarm") {
+        for metric in alarm_metrics(&alarm["Properties"]) {
+            if metric["Namespace"].as_str() != Some(METRICS_NAMESPACE) {
+                continue;
+            }
+            custom += 1;
+            let metric_name = metric["MetricName"].as_str().unwrap().to_owned();
+            let dimensions: BTreeMap<String, (String, String)> = metric["Dimensions"]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{name} has no dimensions"))
+                .iter()
+                .map(|d| (d["Name"].as_str().unwrap().to_owned(), scalar(&d["Value"])))
+                .collect();
+            let names: Vec<&str> = dimensions.keys().map(String::as_str).collect();
+            assert_eq!(
+                names,
+                ["Function", "Stage"],
+                "{name}: the dimensions must be exactly those the code emits"
+            );
+            assert_eq!(
+                dimensions["Stage"],
+                ("!Ref".to_owned(), "Stage".to_owned()),
+                "{name} must read its own stage"
+            );
+            let (tag, function) = dimensions["Function"].clone();
+            assert_eq!(tag, "", "{name}: Function is a plain name");
+            assert!(
+                emitted.contains(&(metric_name.clone(), function.clone())),
+                "{name} reads {metric_name} of {function}, which the code never emits; it emits {emitted:?}"
+            );
+        }
+    }
+    assert!(custom >= 4, "only {custom} alarms on custom metrics");
+    let functions: BTreeSet<&str> = emitted.iter().map(|(_, f)| f.as_str()).collect();
+    let all: BTreeSet<&str> = Function::ALL.iter().map(|f| f.as_str()).collect();
+    assert_eq!(functions, all);
+}
+
+#[test]
+fn every_queue_has_a_depth_alarm() {
+    let resources = template();
+    let watched: BTreeSet<String> = of_type(&resources, "AWS::CloudWatch::Alarm")
+        .flat_map(|(_, alarm)| alarm_metrics(&alarm["Properties"]))
+        .filter(|metric| {
+            metric["Namespace"].as_str() == Some("AWS/SQS")
+                && metric["MetricName"].as_str() == Some("ApproximateNumberOfMessagesVisible")
+        })
+        .flat_map(|metric| {
+            metric["Dimensions"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|d| d["Name"].as_str() == Some("QueueName"))
+        .map(|d| scalar(&d["Value"]))
+        .filter(|(tag, _)| tag == "!GetAtt")
+        .map(|(_, value)| value)
+        .collect();
+    let queues: Vec<&String> = of_type(&resources, "AWS::SQS::Queue")
+        .map(|(name, _)| name)
+        .collect();
+    assert!(!queues.is_empty());
+    for queue in queues {
+        assert!(
+            watched.contains(&format!("{queue}.QueueName")),
+            "{queue} has no depth alarm"
+        );
+    }
+}
+
+/// An alarm that pages when it fires also says when it is over, so whoever was paged never
+/// has to look up whether a problem is still there.
+#[test]
+fn every_alarm_notifies_both_ways() {
+    let resources = template();
+    for (name, alarm) in of_type(&resources, "AWS::CloudWatch::Alarm") {
+        let properties = &alarm["Properties"];
+        assert!(
+            properties.get("AlarmActions").is_some(),
+            "{name} has no AlarmActions"
+        );
+        assert_eq!(
+            properties.get("OKActions"),
+            properties.get("AlarmActions"),
+            "{name}: OKActions differ from AlarmActions"
+        );
+    }
+}
