@@ -214,3 +214,69 @@ fn answers(parameter: &Parameter, requested: &str) -> bool {
             id == requested || (!selector.is_empty() && format!("{id}{selector}") == requested)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parameter(selector: Option<&str>) -> Parameter {
+        Parameter::builder()
+            .name("/qr/prod/jwt-secret")
+            .arn("arn:aws:ssm:ap-south-1:123456789012:parameter/qr/prod/jwt-secret")
+            .set_selector(selector.map(str::to_owned))
+            .build()
+    }
+
+    #[test]
+    fn a_parameter_answers_to_its_name_its_arn_and_either_with_its_selector() {
+        let plain = parameter(None);
+        assert!(answers(&plain, "/qr/prod/jwt-secret"));
+        assert!(answers(
+            &plain,
+            "arn:aws:ssm:ap-south-1:123456789012:parameter/qr/prod/jwt-secret"
+        ));
+        assert!(!answers(&plain, "/qr/prod/jwt"));
+        let versioned = parameter(Some(":3"));
+        assert!(answers(&versioned, "/qr/prod/jwt-secret:3"));
+        assert!(answers(
+            &versioned,
+            "arn:aws:ssm:ap-south-1:123456789012:parameter/qr/prod/jwt-secret:3"
+        ));
+        assert!(!answers(&versioned, "/qr/prod/jwt-secret:2"));
+    }
+
+    #[test]
+    fn errors_name_each_parameter_and_its_variable() {
+        let reference = |named_by, parameter: &str| SecretReference {
+            variable: "unused",
+            named_by,
+            parameter: parameter.into(),
+        };
+        let error = SecretsError::NotFound {
+            missing: vec![
+                reference("JWT_SECRET_PARAMETER", "/a"),
+                reference("REDIS_URL_PARAMETER", "/b"),
+            ],
+            region: Some("ap-south-1".into()),
+        };
+        assert_eq!(
+            error.to_string(),
+            "SSM Parameter Store in ap-south-1 has no parameter /a (named by JWT_SECRET_PARAMETER), \
+             /b (named by REDIS_URL_PARAMETER): create them with `aws ssm put-parameter --type \
+             SecureString`, or correct the name"
+        );
+        let error = SecretsError::Refused {
+            requested: vec![reference("JWT_SECRET_PARAMETER", "/a")],
+            region: None,
+            code: "AccessDeniedException".into(),
+            message: "not authorized to perform: ssm:GetParameters".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "SSM Parameter Store (no AWS region set: set AWS_REGION) refused to read /a (named by \
+             JWT_SECRET_PARAMETER): AccessDeniedException: not authorized to perform: \
+             ssm:GetParameters. The function's role needs ssm:GetParameters on each parameter \
+             and kms:Decrypt on the key that encrypts it"
+        );
+    }
+}
