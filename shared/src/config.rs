@@ -1,10 +1,15 @@
 //! The environment becomes a typed `Config`, read in one place. Names are the Node app's, so one
 //! `.env` serves both. Secrets are wrapped so `Debug` and logs cannot show them.
+//!
+//! Each secret variable `X` may instead be named by `X_PARAMETER`: the value then comes from
+//! SSM Parameter Store (read by `secrets` at cold start) and is used exactly as if `X` held it,
+//! so precedence, trimming and checks are the same for both sources.
 
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::cache::CacheSettings;
 use crate::db::DatabaseSettings;
@@ -41,6 +46,74 @@ const JWT_SECRET: &str = "JWT_SECRET";
 #[cfg(feature = "imports")]
 const IMPORT_BUCKET: &str = "IMPORT_BUCKET";
 
+/// The secret variables, each with the variable that may name an SSM parameter holding it.
+const SECRET_VARIABLES: [(&str, &str); 5] = [
+    (DATABASE_URL, "NEON_DATABASE_URL_PARAMETER"),
+    (DATABASE_URL_ALIAS, "DATABASE_URL_PARAMETER"),
+    (REDIS_URL, "REDIS_URL_PARAMETER"),
+    (REDIS_PASSWORD, "REDIS_PASSWORD_PARAMETER"),
+    (JWT_SECRET, "JWT_SECRET_PARAMETER"),
+];
+
+/// A secret variable whose value lives in SSM Parameter Store: `named_by` (`JWT_SECRET_PARAMETER`)
+/// holds the parameter's name, and its value stands in for `variable` (`JWT_SECRET`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretReference {
+    pub variable: &'static str,
+    pub named_by: &'static str,
+    /// The parameter's name (`/qr/prod/jwt-secret`) or ARN, as given; not a secret.
+    pub parameter: String,
+}
+
+impl SecretReference {
+    /// Every reference `lookup` makes, in a fixed order.
+    pub fn all_in(lookup: impl Fn(&str) -> Option<String>) -> Vec<SecretReference> {
+        SECRET_VARIABLES
+            .iter()
+            .filter_map(|&(variable, named_by)| {
+                let parameter = lookup(named_by)?.trim().to_owned();
+                (!parameter.is_empty()).then_some(SecretReference {
+                    variable,
+                    named_by,
+                    parameter,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One parameter's value as read from the store.
+#[derive(Debug, Clone)]
+pub struct StoredSecret {
+    pub value: SecretString,
+    /// The parameter's version, logged at cold start so a rotation can be seen taking effect.
+    pub version: i64,
+    /// Whether it is a SecureString (encrypted at rest with KMS).
+    pub encrypted: bool,
+}
+
+/// The values read from the store, by parameter as referenced.
+#[derive(Debug, Clone, Default)]
+pub struct StoredSecrets(HashMap<String, StoredSecret>);
+
+impl StoredSecrets {
+    pub fn insert(&mut self, parameter: String, secret: StoredSecret) {
+        self.0.insert(parameter, secret);
+    }
+
+    pub fn get(&self, parameter: &str) -> Option<&StoredSecret> {
+        self.0.get(parameter)
+    }
+}
+
+/// A secret this configuration took from the store: which variable, from where, which version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretOrigin {
+    pub variable: &'static str,
+    pub parameter: String,
+    pub version: i64,
+}
+
 /// Everything the functions read from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -67,6 +140,8 @@ pub struct Config {
     /// What start-up should say about settings that work but may not do what was meant; kept as
     /// data so reading the configuration stays free of side effects.
     pub warnings: Vec<ConfigWarning>,
+    /// The secrets read from SSM Parameter Store, for start-up to log (never their values).
+    pub from_store: Vec<SecretOrigin>,
 }
 
 /// A setting that works but may not do what its author meant.
@@ -75,6 +150,17 @@ pub enum ConfigWarning {
     /// `REDIS_URL` is used while some of the app's own Redis variables, named here, are set
     /// too: the app reads only those, so it and these functions may use different servers.
     RedisUrlShadowsHost { ignored: Vec<&'static str> },
+    /// `X` and `X_PARAMETER` are both set: the parameter's value is used and `X` ignored.
+    ParameterShadowsVariable {
+        variable: &'static str,
+        named_by: &'static str,
+        parameter: String,
+    },
+    /// A secret's parameter is a plain `String`, stored unencrypted in Parameter Store.
+    ParameterNotEncrypted {
+        named_by: &'static str,
+        parameter: String,
+    },
 }
 
 impl ConfigWarning {
@@ -82,6 +168,8 @@ impl ConfigWarning {
     pub fn kind(&self) -> &'static str {
         match self {
             ConfigWarning::RedisUrlShadowsHost { .. } => "RedisUrlShadowsHost",
+            ConfigWarning::ParameterShadowsVariable { .. } => "ParameterShadowsVariable",
+            ConfigWarning::ParameterNotEncrypted { .. } => "ParameterNotEncrypted",
         }
     }
 }
@@ -99,17 +187,79 @@ impl fmt::Display for ConfigWarning {
                 ignored.join(", "),
                 if ignored.len() == 1 { "it" } else { "them" },
             ),
+            ConfigWarning::ParameterShadowsVariable {
+                variable,
+                named_by,
+                parameter,
+            } => write!(
+                f,
+                "{variable} and {named_by} are both set: the value of parameter {parameter} is \
+                 used and {variable} is ignored; unset {variable} so the environment holds no \
+                 secret"
+            ),
+            ConfigWarning::ParameterNotEncrypted {
+                named_by,
+                parameter,
+            } => write!(
+                f,
+                "{named_by} names {parameter}, a plain String parameter: its secret is stored \
+                 unencrypted; store it as a SecureString (aws ssm put-parameter --type \
+                 SecureString --overwrite)"
+            ),
         }
     }
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// Reads the configuration through `lookup`, so tests never touch the process environment.
+    /// A variable naming a parameter is refused: only start-up reads the store.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_sources(lookup, &StoredSecrets::default())
     }
 
-    /// Reads the configuration through `lookup`, so tests never touch the process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// Reads the configuration through `lookup`, each secret variable named by an `X_PARAMETER`
+    /// taking its value from `stored`. When `X` is set too, the parameter wins (with a warning):
+    /// the store is where a rotation happens, so it must not be silently overridden.
+    pub fn from_sources(
+        lookup: impl Fn(&str) -> Option<String>,
+        stored: &StoredSecrets,
+    ) -> Result<Self, ConfigError> {
+        let references = SecretReference::all_in(&lookup);
+        let mut warnings = Vec::new();
+        let mut from_store = Vec::new();
+        for reference in &references {
+            let secret = stored
+                .get(&reference.parameter)
+                .ok_or(ConfigError::ParameterUnread {
+                    named_by: reference.named_by,
+                    variable: reference.variable,
+                })?;
+            if lookup(reference.variable).is_some_and(|value| !value.trim().is_empty()) {
+                warnings.push(ConfigWarning::ParameterShadowsVariable {
+                    variable: reference.variable,
+                    named_by: reference.named_by,
+                    parameter: reference.parameter.clone(),
+                });
+            }
+            if !secret.encrypted {
+                warnings.push(ConfigWarning::ParameterNotEncrypted {
+                    named_by: reference.named_by,
+                    parameter: reference.parameter.clone(),
+                });
+            }
+            from_store.push(SecretOrigin {
+                variable: reference.variable,
+                parameter: reference.parameter.clone(),
+                version: secret.version,
+            });
+        }
+        let lookup = |name: &str| match references.iter().find(|r| r.variable == name) {
+            Some(reference) => stored
+                .get(&reference.parameter)
+                .map(|secret| secret.value.expose_secret().to_owned()),
+            None => lookup(name),
+        };
+
         let get = |name: &str| {
             lookup(name)
                 .map(|v| v.trim().to_owned())
@@ -126,7 +276,6 @@ impl Config {
 
         // The app hands its username and password to Redis untrimmed; so do we.
         let exact = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let mut warnings = Vec::new();
         let redis_url = match get(REDIS_URL) {
             Some(url) => {
                 check_redis_url(&url)?;
@@ -221,6 +370,7 @@ impl Config {
             #[cfg(feature = "imports")]
             import_bucket: get(IMPORT_BUCKET),
             warnings,
+            from_store,
         })
     }
 
@@ -765,5 +915,174 @@ mod tests {
         let error = self::config(&[("REDIS_URL", "redis://:url-P@ss@h:6379/x")]).unwrap_err();
         let shown = format!("{error} {error:?}");
         assert!(!shown.contains("P@ss"), "{shown}");
+    }
+
+    fn stored(entries: &[(&str, &str, bool)]) -> StoredSecrets {
+        let mut stored = StoredSecrets::default();
+        for (i, (parameter, value, encrypted)) in entries.iter().enumerate() {
+            stored.insert(
+                parameter.to_string(),
+                StoredSecret {
+                    value: SecretString::from(value.to_string()),
+                    version: i as i64 + 1,
+                    encrypted: *encrypted,
+                },
+            );
+        }
+        stored
+    }
+
+    fn from_sources(vars: &[(&str, &str)], stored: &StoredSecrets) -> Result<Config, ConfigError> {
+        Config::from_sources(
+            |name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            },
+            stored,
+        )
+    }
+
+    #[test]
+    fn a_parameters_value_stands_for_its_variable() {
+        let stored = stored(&[
+            (
+                "/qr/db",
+                "postgres://app:db-pw@db.example.com/app?sslmode=require",
+                true,
+            ),
+            ("/qr/redis-password", " spaced pw ", true),
+            ("/qr/jwt", "  jwt-from-store\n", true),
+        ]);
+        let config = from_sources(
+            &[
+                ("DATABASE_URL_PARAMETER", " /qr/db "),
+                ("REDIS_HOST", "redis.internal"),
+                ("REDIS_PASSWORD_PARAMETER", "/qr/redis-password"),
+                ("JWT_SECRET_PARAMETER", "/qr/jwt"),
+            ],
+            &stored,
+        )
+        .unwrap();
+        assert!(config.database.describe().starts_with("db.example.com/app"));
+        assert_eq!(
+            connection_info(&config).redis_settings().password(),
+            Some(" spaced pw "),
+            "untrimmed, as REDIS_PASSWORD itself is"
+        );
+        assert_eq!(
+            config.jwt_secret().unwrap().expose_secret(),
+            "jwt-from-store",
+            "trimmed, as JWT_SECRET itself is"
+        );
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(
+            config.from_store,
+            [
+                SecretOrigin {
+                    variable: "DATABASE_URL",
+                    parameter: "/qr/db".into(),
+                    version: 1
+                },
+                SecretOrigin {
+                    variable: "REDIS_PASSWORD",
+                    parameter: "/qr/redis-password".into(),
+                    version: 2
+                },
+                SecretOrigin {
+                    variable: "JWT_SECRET",
+                    parameter: "/qr/jwt".into(),
+                    version: 3
+                },
+            ]
+        );
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("db-pw")
+                && !shown.contains("spaced pw")
+                && !shown.contains("jwt-from-store"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_parameter_wins_over_its_variable_with_a_warning_naming_no_value() {
+        let stored = stored(&[("/qr/jwt", "jwt-from-store", true)]);
+        let config = from_sources(
+            &[
+                ("NEON_DATABASE_URL", "postgres://127.0.0.1/app"),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("JWT_SECRET", "jwt-from-env"),
+                ("JWT_SECRET_PARAMETER", "/qr/jwt"),
+            ],
+            &stored,
+        )
+        .unwrap();
+        assert_eq!(
+            config.jwt_secret().unwrap().expose_secret(),
+            "jwt-from-store"
+        );
+        assert_eq!(
+            config.warnings,
+            [ConfigWarning::ParameterShadowsVariable {
+                variable: "JWT_SECRET",
+                named_by: "JWT_SECRET_PARAMETER",
+                parameter: "/qr/jwt".into()
+            }]
+        );
+        assert_eq!(
+            config.warnings[0].to_string(),
+            "JWT_SECRET and JWT_SECRET_PARAMETER are both set: the value of parameter /qr/jwt \
+             is used and JWT_SECRET is ignored; unset JWT_SECRET so the environment holds no \
+             secret"
+        );
+    }
+
+    #[test]
+    fn a_plain_string_parameter_works_with_a_warning() {
+        let stored = stored(&[("/qr/redis", "redis://:pw@127.0.0.1:6379", false)]);
+        let config = from_sources(
+            &[
+                ("NEON_DATABASE_URL", "postgres://127.0.0.1/app"),
+                ("REDIS_URL_PARAMETER", "/qr/redis"),
+            ],
+            &stored,
+        )
+        .unwrap();
+        assert_eq!(
+            config.redis_url.expose_secret(),
+            "redis://:pw@127.0.0.1:6379"
+        );
+        assert_eq!(config.warnings.len(), 1);
+        assert_eq!(config.warnings[0].kind(), "ParameterNotEncrypted");
+        assert!(!config.warnings[0].to_string().contains("pw@"));
+    }
+
+    #[test]
+    fn a_stored_value_is_checked_as_the_variable_would_be() {
+        let stored = stored(&[("/qr/redis", "http://:pw@127.0.0.1", true)]);
+        let error = from_sources(
+            &[
+                ("NEON_DATABASE_URL", "postgres://127.0.0.1/app"),
+                ("REDIS_URL_PARAMETER", "/qr/redis"),
+            ],
+            &stored,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "REDIS_URL is invalid: must start with redis:// or rediss://"
+        );
+    }
+
+    #[test]
+    fn a_parameter_named_where_no_store_is_read_is_refused() {
+        let error = config(&[("JWT_SECRET_PARAMETER", "/qr/jwt")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "JWT_SECRET_PARAMETER is set, but this program does not read SSM Parameter Store: \
+             set JWT_SECRET itself"
+        );
     }
 }

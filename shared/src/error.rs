@@ -11,6 +11,12 @@ pub enum ConfigError {
     Missing(&'static str, &'static str),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    /// `X_PARAMETER` is set where nothing reads SSM Parameter Store (a tool, not a function).
+    #[error("{named_by} is set, but this program does not read SSM Parameter Store: set {variable} itself")]
+    ParameterUnread {
+        named_by: &'static str,
+        variable: &'static str,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

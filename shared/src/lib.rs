@@ -11,8 +11,11 @@ pub mod migrations;
 pub mod mint;
 pub mod qr;
 pub mod rotating;
+#[cfg(feature = "parameter-store")]
+pub mod secrets;
 #[cfg(feature = "imports")]
 pub mod spreadsheet;
+#[cfg(feature = "parameter-store")]
 pub mod startup;
 #[cfg(feature = "imports")]
 pub mod storage;

@@ -1,13 +1,15 @@
-//! A function's cold start, the same for each: the configuration (with the settings this
-//! function cannot do without), logging, the database and the Redis connection; and the exit
-//! status when the runtime stops.
+//! A function's cold start, the same for each: the configuration (its secrets read from SSM
+//! Parameter Store when the environment names parameters, with the settings this function cannot
+//! do without), logging, the database and the Redis connection; and the exit status when the
+//! runtime stops.
 
 use std::process::ExitCode;
 
 use crate::cache::Cache;
-use crate::config::{Config, ConfigWarning};
+use crate::config::{Config, ConfigWarning, SecretOrigin, SecretReference, StoredSecrets};
 use crate::db::Database;
 use crate::error::ConfigError;
+use crate::secrets::{ParameterStore, SecretsError};
 use crate::telemetry::{self, LogFormat};
 
 /// Settings only some functions need.
@@ -25,8 +27,33 @@ pub struct Started {
     pub cache: Cache,
 }
 
-fn configure(needs: &[Needs]) -> Result<Config, ConfigError> {
-    let config = Config::from_env()?;
+/// Why a function cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
+/// The configuration read through `lookup`, the secrets its `X_PARAMETER` variables name read
+/// from `store` in one call. With no `store`, one is made from the standard AWS environment, and
+/// only when a parameter is named: a run with plain values never touches AWS.
+///
+/// Secrets are read here, once per cold start, and kept for the life of the instance: a rotated
+/// secret reaches a function when its instances are replaced (see the README).
+pub async fn configure(
+    lookup: impl Fn(&str) -> Option<String>,
+    needs: &[Needs],
+    store: Option<&ParameterStore>,
+) -> Result<Config, StartupError> {
+    let references = SecretReference::all_in(&lookup);
+    let stored = match (references.is_empty(), store) {
+        (true, _) => StoredSecrets::default(),
+        (false, Some(store)) => store.fetch(&references).await?,
+        (false, None) => ParameterStore::from_env().await.fetch(&references).await?,
+    };
+    let config = Config::from_sources(lookup, &stored)?;
     for need in needs {
         match need {
             Needs::JwtSecret => config.jwt_secret().map(|_| ())?,
@@ -40,13 +67,16 @@ fn configure(needs: &[Needs]) -> Result<Config, ConfigError> {
 /// Reads the configuration and makes the clients; a configuration error is printed with the
 /// function's name and becomes exit status 2. Postgres is connected now when it can be, so the
 /// first invocation finds it ready; when it cannot, invocations connect (and say why).
-pub fn start(function: &str, needs: &[Needs]) -> Result<Started, ExitCode> {
-    let config = configure(needs).map_err(|error| {
-        eprintln!("{function}: {error}");
-        ExitCode::from(2)
-    })?;
+pub async fn start(function: &str, needs: &[Needs]) -> Result<Started, ExitCode> {
+    let config = configure(|name| std::env::var(name).ok(), needs, None)
+        .await
+        .map_err(|error| {
+            eprintln!("{function}: {error}");
+            ExitCode::from(2)
+        })?;
     telemetry::init(&config.log_filter, LogFormat::detect());
     telemetry::set_stage(&config.stage);
+    log_secret_origins(&config.from_store);
     log_warnings(&config.warnings);
     let cache =
         Cache::connect_lazily(&config.redis_url, config.cache.clone()).map_err(|error| {
@@ -61,9 +91,22 @@ pub fn start(function: &str, needs: &[Needs]) -> Result<Started, ExitCode> {
 }
 
 /// Said once per cold start, and only once logging is set up, so they reach the function's logs.
-fn log_warnings(warnings: &[ConfigWarning]) {
+pub fn log_warnings(warnings: &[ConfigWarning]) {
     for warning in warnings {
         tracing::warn!(warning = warning.kind(), "{warning}");
+    }
+}
+
+/// Which parameter and version each secret came from (never its value): after a rotation, the
+/// new version in a cold start's log shows that instance has the new secret.
+pub fn log_secret_origins(origins: &[SecretOrigin]) {
+    for origin in origins {
+        tracing::info!(
+            variable = origin.variable,
+            parameter = %origin.parameter,
+            version = origin.version,
+            "secret read from SSM Parameter Store"
+        );
     }
 }
 

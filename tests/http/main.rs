@@ -10,4 +10,5 @@ mod postgres_faults;
 mod qr;
 mod redis_versions;
 mod rotating;
+mod secrets;
 mod support;

@@ -857,3 +857,45 @@ async fn hold_until_cut(
         reset(outbound);
     }
 }
+
+/// An SSM client for the test server (moto's serves SSM beside S3), with throwaway credentials.
+pub fn ssm_client() -> aws_sdk_ssm::Client {
+    let credentials =
+        aws_sdk_ssm::config::Credentials::new("testing", "testing", None, None, "tests");
+    let config = aws_sdk_ssm::config::Builder::new()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .endpoint_url(s3_endpoint())
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
+}
+
+/// The standard AWS variables that point a function's own SSM client at the test server.
+pub fn ssm_environment() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL_SSM", s3_endpoint()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+}
+
+/// A prefix of parameter names no other test uses (`/qrtest_{unique}`).
+pub fn parameter_prefix() -> String {
+    format!("/{}", unique("qrtest"))
+}
+
+/// Stores `value` as a SecureString (over any earlier version) and returns its new version.
+pub async fn put_secure_parameter(client: &aws_sdk_ssm::Client, name: &str, value: &str) -> i64 {
+    client
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("SSM server reachable at TEST_S3_ENDPOINT")
+        .version()
+}

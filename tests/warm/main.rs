@@ -9,4 +9,5 @@ mod pgbouncer;
 mod redis_settings;
 mod rotating;
 mod schedulers;
+mod secrets;
 mod shards;

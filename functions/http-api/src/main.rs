@@ -13,7 +13,7 @@ use shared::storage::Storage;
 // wake the handler without a hop between threads (renders still run on the blocking pool).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let started = match startup::start("http-api", &[Needs::JwtSecret, Needs::ImportBucket]) {
+    let started = match startup::start("http-api", &[Needs::JwtSecret, Needs::ImportBucket]).await {
         Ok(started) => started,
         Err(status) => return status,
     };

@@ -10,7 +10,7 @@ use shared::storage::Storage;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let started = match startup::start("import-spreadsheet", &[Needs::JwtSecret]) {
+    let started = match startup::start("import-spreadsheet", &[Needs::JwtSecret]).await {
         Ok(started) => started,
         Err(status) => return status,
     };

@@ -13,7 +13,7 @@ use warm_qr_cache::{handle, Clients};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let started = match startup::start("warm-qr-cache", &[Needs::JwtSecret]) {
+    let started = match startup::start("warm-qr-cache", &[Needs::JwtSecret]).await {
         Ok(started) => started,
         Err(status) => return status,
     };
