@@ -648,6 +648,7 @@ pub const REDIS_6_2_SERVER: &str = "/usr/local/lib/redis-6.2/redis-server";
 pub struct RedisServer {
     pub port: u16,
     child: std::process::Child,
+    dir: PathBuf,
 }
 
 impl RedisServer {
@@ -659,13 +660,16 @@ impl RedisServer {
     /// The same with another build of redis-server, e.g. [`REDIS_6_2_SERVER`].
     pub fn start_binary(binary: &str, extra: &[&str]) -> Self {
         let port = free_port();
-        let log = std::env::temp_dir().join(format!("{}.log", unique("redis")));
+        // A folder of its own: a replica's sync writes a dump there, which another server
+        // (another version, even) must never load at its start.
+        let dir = std::env::temp_dir().join(unique("redis"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("redis.log");
         let mut child = std::process::Command::new(binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
-            // A replica's sync may write a dump: never into the checkout.
             .arg("--dir")
-            .arg(std::env::temp_dir())
+            .arg(&dir)
             .arg("--logfile")
             .arg(&log)
             .args(extra)
@@ -681,8 +685,7 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::fs::remove_file(&log);
-        RedisServer { port, child }
+        RedisServer { port, child, dir }
     }
 
     pub fn url(&self) -> String {
@@ -694,6 +697,7 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
