@@ -323,8 +323,10 @@ pub struct RowFilter {
 }
 
 /// Shard `index` of `count`: rows are split by a hash of their id, so the shards of one split
-/// cover every row exactly once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// cover every row exactly once. Read back from a summary (the sharded warm's merge step)
+/// through [`Shard::new`], so a shard that cannot exist is refused there too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "ShardFields")]
 pub struct Shard {
     index: i64,
     count: i64,
@@ -349,6 +351,21 @@ impl Shard {
 
     pub fn count(&self) -> i64 {
         self.count
+    }
+}
+
+/// A [`Shard`] as serialized, before it is checked.
+#[derive(serde::Deserialize)]
+struct ShardFields {
+    index: u32,
+    count: u32,
+}
+
+impl TryFrom<ShardFields> for Shard {
+    type Error = String;
+
+    fn try_from(fields: ShardFields) -> Result<Self, Self::Error> {
+        Shard::new(fields.index, fields.count)
     }
 }
 

@@ -100,6 +100,11 @@ pub enum Error {
     #[error("{0} QR images could not be cached")]
     Uncached(u64),
 
+    /// Shards of a sharded warm that failed (their invocations' errors are in the merged
+    /// summary); the other shards' images are cached.
+    #[error("{failed} of {shards} warm shards failed")]
+    ShardsFailed { failed: u32, shards: u32 },
+
     /// Postgres was unreachable and the cache could not be renewed either.
     #[error("{postgres}; and renewing the cache failed too: {cache}")]
     Outage {
@@ -133,6 +138,7 @@ impl Error {
             Error::SharedRender(_) => "RenderError",
             Error::Stopped(_) => "WorkerStopped",
             Error::Uncached(_) => "QrImagesUncached",
+            Error::ShardsFailed { .. } => "WarmShardsFailed",
             Error::Outage { .. } => "PostgresOutage",
         }
     }

@@ -68,6 +68,10 @@ pub enum Metric {
     WarmDuration,
     QrsPerSecond,
     PeakMemory,
+    // One shard of a sharded static warm (the whole run's figures above come from its merge).
+    ShardDuration,
+    ShardQrsPerSecond,
+    ShardsFailed,
     // The rotating pre-warm.
     RotatingRendered,
     RotatingFailed,
@@ -94,7 +98,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 28] = [
+    pub const ALL: [Metric; 31] = [
         Metric::QrCached,
         Metric::QrRendered,
         Metric::QrRenewed,
@@ -104,6 +108,9 @@ impl Metric {
         Metric::WarmDuration,
         Metric::QrsPerSecond,
         Metric::PeakMemory,
+        Metric::ShardDuration,
+        Metric::ShardQrsPerSecond,
+        Metric::ShardsFailed,
         Metric::RotatingRendered,
         Metric::RotatingFailed,
         Metric::RotatingDuration,
@@ -137,6 +144,9 @@ impl Metric {
             Metric::WarmDuration => "WarmDuration",
             Metric::QrsPerSecond => "QrsPerSecond",
             Metric::PeakMemory => "PeakMemory",
+            Metric::ShardDuration => "ShardDuration",
+            Metric::ShardQrsPerSecond => "ShardQrsPerSecond",
+            Metric::ShardsFailed => "ShardsFailed",
             Metric::RotatingRendered => "RotatingRendered",
             Metric::RotatingFailed => "RotatingFailed",
             Metric::RotatingDuration => "RotatingDuration",

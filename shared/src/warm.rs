@@ -26,7 +26,7 @@ const BATCH_ROWS: usize = 512;
 /// Batches in flight at once: enough to keep Redis, Postgres and every core busy together.
 const BATCHES_IN_FLIGHT: usize = 4;
 /// Failures listed by id in the summary; the count covers the rest.
-const FAILURES_LISTED: usize = 20;
+pub const FAILURES_LISTED: usize = 20;
 
 /// What to warm.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,14 +156,14 @@ fn json_type(value: &Value) -> &'static str {
 }
 
 /// One row whose image could not be cached.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Failure {
     pub id: String,
     pub reason: String,
 }
 
 /// The outcome for one kind.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KindSummary {
     pub kind: Kind,
     /// Rows with a token that the run reached.
@@ -179,7 +179,7 @@ pub struct KindSummary {
 }
 
 impl KindSummary {
-    fn new(kind: Kind) -> Self {
+    pub fn new(kind: Kind) -> Self {
         KindSummary {
             kind,
             total: 0,
@@ -205,7 +205,7 @@ impl KindSummary {
 
 /// Where the time went, summed over every batch (stages overlap, so they add up to more than
 /// the wall time).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct StageTimings {
     pub query_ms: f64,
     pub matrix_ms: f64,
@@ -215,12 +215,13 @@ pub struct StageTimings {
 }
 
 /// What the cache got when Postgres could not be read.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct OutageRenewal {
     pub renewed: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A run's summary; also what a shard hands the sharded warm's merge step, read back from JSON.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WarmSummary {
     pub kinds: Vec<KindSummary>,
     pub force: bool,
@@ -255,21 +256,33 @@ impl WarmSummary {
         self.kinds.iter().map(|k| k.minted).sum()
     }
 
-    /// The run's figures as CloudWatch metrics.
+    /// The run's figures as CloudWatch metrics. A shard's are its own (`ShardDuration`,
+    /// `ShardQrsPerSecond`, its instance's `PeakMemory`): the figures the alarms read for the
+    /// whole run (`QrFailed`, `WarmDuration`, ...) come once, from the merge step that adds
+    /// the shards up, never once per shard as well.
     pub fn metrics(&self, function: Function) -> Metrics {
+        if self.shard.is_some() {
+            return Metrics::new(function)
+                .milliseconds(Metric::ShardDuration, self.duration_ms)
+                .per_second(Metric::ShardQrsPerSecond, self.qrs_per_second)
+                .megabytes(Metric::PeakMemory, self.peak_memory_mib.unwrap_or(0.0));
+        }
+        self.run_metrics(function, self.outage_renewal.is_some() || self.failed() > 0)
+            .megabytes(Metric::PeakMemory, self.peak_memory_mib.unwrap_or(0.0))
+    }
+
+    /// The figures of a whole run, the ones the warm's alarms read; `failed` says whether the
+    /// run failed.
+    pub fn run_metrics(&self, function: Function, failed: bool) -> Metrics {
         Metrics::new(function)
             .count(Metric::QrCached, self.cached())
             .count(Metric::QrRendered, self.rendered())
             .count(Metric::QrRenewed, self.renewed())
             .count(Metric::QrTokensMinted, self.minted())
             .count(Metric::QrFailed, self.failed())
-            .count(
-                Metric::WarmFailed,
-                u64::from(self.outage_renewal.is_some() || self.failed() > 0),
-            )
+            .count(Metric::WarmFailed, u64::from(failed))
             .milliseconds(Metric::WarmDuration, self.duration_ms)
             .per_second(Metric::QrsPerSecond, self.qrs_per_second)
-            .megabytes(Metric::PeakMemory, self.peak_memory_mib.unwrap_or(0.0))
     }
 }
 

@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
 use http_api::qr_reads::Source;
+use shared::db::Shard;
 use shared::import::event::ImportTarget;
 use shared::import::options::ImportOptions;
 use shared::import::report::{self, ImportReport};
@@ -16,11 +17,13 @@ use shared::kind::Kind;
 use shared::spreadsheet::Format;
 use shared::telemetry::{self, Function, Metric, Metrics, DIMENSIONS, METRICS_NAMESPACE};
 use shared::warm::{StageTimings, WarmSummary};
+use warm_qr_cache::merge::{self, MergeRequest, ShardOutcome};
 use warm_qr_cache::rotating::{Audience, RotatingSummary};
 use warm_qr_cache::sampler::{HitRateSample, Rate};
+use warm_qr_cache::Job;
 
 /// Every record the functions emit, from the builders their emitting code calls: the static
-/// warm, the rotating pre-warm, the hit-rate sampler (every rate present), an import and a
+/// warm (whole, one shard, and a sharded run's merge), the rotating pre-warm, the hit-rate sampler (every rate present), an import and a
 /// failed import run, the API's static and rotating reads.
 fn every_record() -> Vec<Metrics> {
     let warm = WarmSummary {
@@ -33,6 +36,19 @@ fn every_record() -> Vec<Metrics> {
         stages: StageTimings::default(),
         outage_renewal: None,
     };
+    let shard = WarmSummary {
+        shard: Some(Shard::new(0, 1).unwrap()),
+        ..warm.clone()
+    };
+    let merged = merge::merge(
+        &MergeRequest {
+            started_at: chrono::Utc::now(),
+            shards: vec![ShardOutcome::Warmed {
+                summary: shard.clone(),
+            }],
+        },
+        chrono::Utc::now(),
+    );
     let rotating = RotatingSummary {
         audience: Audience::RegisteredToday,
         students: 1,
@@ -66,6 +82,8 @@ fn every_record() -> Vec<Metrics> {
     let import = ImportReport::new(uuid::Uuid::nil(), &target, ImportOptions::default());
     vec![
         warm.metrics(Function::WarmQrCache),
+        shard.metrics(Function::WarmQrCache),
+        merged.metrics(),
         rotating.metrics(),
         sample.metrics(),
         import.metrics(),
@@ -278,4 +296,93 @@ fn every_function_reserves_concurrency_within_the_database_budget() {
         connections <= OUR_SHARE_OF_POOL,
         "the defaults allow {connections} connections, over {OUR_SHARE_OF_POOL}"
     );
+/// The sharded warm's state machine and the warmer agree: each shard's payload (the Map's
+/// `ItemSelector`) is a static warm of that shard, the outcomes land in the shapes the merge
+/// reads, the merge's payload is a merge job, and the unsharded daily schedule stands down
+/// when the state machine exists.
+#[test]
+fn the_sharded_warm_speaks_the_warmers_payloads() {
+    let resources = template();
+    let machine = &resources["WarmShardsStateMachine"];
+    assert_eq!(machine["Condition"].as_str(), Some("ShardedWarm"));
+    let states = &machine["Properties"]["Definition"]["States"];
+
+    let map = &states["WarmEachShard"];
+    let selector: Vec<&str> = map["ItemSelector"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|key| key.as_str().unwrap())
+        .collect();
+    assert_eq!(selector, ["shard.$", "shards.$"]);
+    for index in 0..3 {
+        let payload = serde_json::json!({"shard": index, "shards": 3});
+        match Job::from_event(&payload).unwrap() {
+            Job::Static(request) => {
+                assert_eq!(request.filter.shard, Some(Shard::new(index, 3).unwrap()))
+            }
+            other => panic!("{payload} is not a static warm: {other:?}"),
+        }
+    }
+    let shard = &map["ItemProcessor"]["States"]["WarmShard"];
+    assert_eq!(shard["Parameters"]["Payload.$"].as_str(), Some("$"));
+    assert_eq!(
+        shard["ResultSelector"]["summary.$"].as_str(),
+        Some("$.Payload")
+    );
+    assert_eq!(shard["Catch"][0]["ResultPath"].as_str(), Some("$.failure"));
+
+    let merge = &states["MergeShards"];
+    let payload = &merge["Parameters"]["Payload"];
+    assert_eq!(payload["mode"].as_str(), Some("merge"));
+    assert_eq!(
+        payload["started_at.$"].as_str(),
+        Some("$$.Execution.StartTime")
+    );
+    assert_eq!(payload["shards.$"].as_str(), Some("$"));
+    let summary = WarmSummary {
+        kinds: Vec::new(),
+        force: false,
+        shard: Some(Shard::new(0, 2).unwrap()),
+        duration_ms: 1.0,
+        peak_memory_mib: None,
+        qrs_per_second: 1.0,
+        stages: StageTimings::default(),
+        outage_renewal: None,
+    };
+    let event = serde_json::json!({
+        "mode": "merge",
+        "started_at": "2026-11-26T00:30:00.123Z",
+        "shards": [
+            {"summary": summary},
+            {"shard": 1, "shards": 2, "failure": {"Error": "States.Timeout", "Cause": "timed out"}}
+        ]
+    });
+    assert!(
+        matches!(Job::from_event(&event), Ok(Job::Merge(_))),
+        "{event}"
+    );
+    // Calling the merge again after it failed would emit the run's metrics twice.
+    for retrier in merge["Retry"].as_sequence().unwrap() {
+        let errors = retrier["ErrorEquals"].as_sequence().unwrap();
+        assert!(
+            errors.iter().all(|e| e.as_str() != Some("States.ALL")),
+            "the merge retries its own failure: {errors:?}"
+        );
+    }
+
+    let state = &resources["WarmQrCacheFunction"]["Properties"]["Events"]["DailyWarm"]
+        ["Properties"]["State"];
+    let Yaml::Tagged(state) = state else {
+        panic!("the unsharded daily warm's State is not conditional: {state:?}");
+    };
+    assert_eq!(state.tag.to_string(), "!If");
+    let choice: Vec<&str> = state
+        .value
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(choice, ["ShardedWarm", "DISABLED", "ENABLED"]);
 }

@@ -1,7 +1,9 @@
-//! The Lambda handler of warm-qr-cache: an event in, a summary out. One function runs three
-//! jobs, chosen by the payload's `mode`: the daily static warm (the default), the rotating
-//! pre-warm scheduled every minute of event hours, and the hit-rate sampler.
+//! The Lambda handler of warm-qr-cache: an event in, a summary out. One function runs four
+//! jobs, chosen by the payload's `mode`: the daily static warm (the default, whole or one
+//! shard), the merge of a sharded warm's shards, the rotating pre-warm scheduled every minute
+//! of event hours, and the hit-rate sampler.
 
+pub mod merge;
 pub mod rotating;
 pub mod sampler;
 
@@ -16,6 +18,7 @@ use shared::error::Error;
 use shared::token::RotatingSigner;
 use shared::warm::{self, WarmRequest, WarmSummary};
 
+use crate::merge::{MergeRequest, MergedSummary};
 use crate::rotating::{RotatingRequest, RotatingSummary};
 use crate::sampler::HitRateSample;
 
@@ -31,10 +34,12 @@ pub struct Clients {
 }
 
 /// What an invocation asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Job {
     /// `{}` or `{"mode": "static", ...}`: the static warm.
     Static(WarmRequest),
+    /// `{"mode": "merge", "started_at": ..., "shards": [...]}`: a sharded warm's shards added up.
+    Merge(MergeRequest),
     /// `{"mode": "rotating", ...}`: the rotating pre-warm.
     Rotating(RotatingRequest),
     /// `{"mode": "sample_hit_rate"}`: one hit-rate sample.
@@ -52,12 +57,13 @@ impl Job {
             Some(Value::String(mode)) => mode,
             Some(other) => {
                 return Err(Error::InvalidRequest(format!(
-                    "`mode` must be a string (static, rotating or sample_hit_rate), got {other}"
-                )))
+                "`mode` must be a string (static, merge, rotating or sample_hit_rate), got {other}"
+            )))
             }
         };
         match mode.as_str() {
             "static" => Ok(Job::Static(WarmRequest::from_payload(payload)?)),
+            "merge" => Ok(Job::Merge(MergeRequest::from_payload(payload)?)),
             "rotating" => Ok(Job::Rotating(RotatingRequest::from_payload(payload)?)),
             "sample_hit_rate" => match payload.as_object() {
                 Some(fields) if fields.is_empty() => Ok(Job::SampleHitRate),
@@ -67,7 +73,7 @@ impl Job {
                 )),
             },
             other => Err(Error::InvalidRequest(format!(
-                "`{other}` is not a mode: use static, rotating or sample_hit_rate"
+                "`{other}` is not a mode: use static, merge, rotating or sample_hit_rate"
             ))),
         }
     }
@@ -78,6 +84,7 @@ impl Job {
 #[serde(untagged)]
 pub enum Outcome {
     Static(WarmSummary),
+    Merged(MergedSummary),
     Rotating(RotatingSummary),
     HitRate(HitRateSample),
 }
@@ -86,6 +93,7 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Static(summary) => summary.fmt(f),
+            Outcome::Merged(summary) => summary.fmt(f),
             Outcome::Rotating(summary) => summary.fmt(f),
             Outcome::HitRate(sample) => sample.fmt(f),
         }
@@ -102,7 +110,7 @@ pub struct JobFailed {
 impl std::fmt::Display for JobFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.summary {
-            Some(Outcome::Static(summary)) => write!(
+            Some(summary @ (Outcome::Static(_) | Outcome::Merged(_))) => write!(
                 f,
                 "QR cache warming failed: {}; {}",
                 self.error,
@@ -136,6 +144,35 @@ pub async fn run(
                     summary: Some(Outcome::Static(failed.summary)),
                     error: failed.error,
                 })
+        }
+        Job::Merge(request) => {
+            let merged = merge::merge(request, chrono::Utc::now());
+            merged.metrics().emit();
+            let text = merged.to_string().replace('\n', "; ");
+            match merged.error() {
+                None => {
+                    tracing::info!(
+                        shards = merged.shards,
+                        cached = merged.run.cached(),
+                        duration_ms = merged.run.duration_ms,
+                        "sharded QR cache warm merged: {text}"
+                    );
+                    Ok(Outcome::Merged(merged))
+                }
+                Some(error) => {
+                    tracing::error!(
+                        error = %error,
+                        shards = merged.shards,
+                        failed_shards = merged.failed_shards.len(),
+                        cached = merged.run.cached(),
+                        "sharded QR cache warm failed: {text}"
+                    );
+                    Err(JobFailed {
+                        summary: Some(Outcome::Merged(merged)),
+                        error,
+                    })
+                }
+            }
         }
         Job::Rotating(request) => {
             let now = chrono::Utc::now().timestamp();

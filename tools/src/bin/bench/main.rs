@@ -7,6 +7,8 @@
 //!   bench rotating [--students N] [--prewarm-only]
 //!                                             rotating QRs: one window's pre-warm, the route's hits,
 //!                                             misses and a paced 30-second refresh (default 11000)
+//!   bench shards [--students N]               one shard of a sharded warm at 1 and 2 CPUs, and
+//!                                             1,000,000 rows projected (default 200000)
 //!
 //! `warm` seeds a fresh database, runs the release `warm-qr-cache` binary beside this one (cold,
 //! then unchanged) and reads its JSON summary (peak memory included) and what it left in Redis. Services:
@@ -25,6 +27,7 @@ use tools::seed::{self, DemoSize};
 mod http;
 mod import;
 mod rotating;
+mod shards;
 
 type Failure = Box<dyn std::error::Error>;
 
@@ -65,9 +68,10 @@ async fn run(args: Vec<String>) -> ExitCode {
         Some("import") => import::run(&args).await,
         Some("http") => http::run(&args).await,
         Some("rotating") => rotating::run(&args).await,
+        Some("shards") => shards::run(&args).await,
         Some("import-child") => import::child(&args).await,
         _ => {
-            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N] | bench http [--requests N] | bench rotating [--students N] [--prewarm-only]");
+            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N] | bench http [--requests N] | bench rotating [--students N] [--prewarm-only] | bench shards [--students N]");
             return ExitCode::from(2);
         }
     };
@@ -188,6 +192,7 @@ async fn warm_in(
         ("NEON_DATABASE_URL", db_url.to_string()),
         ("REDIS_URL", redis_url.to_string()),
         ("CACHE_KEY_PREFIX", prefix.to_string()),
+        ("JWT_SECRET", "bench-secret".to_string()),
         ("LOG_LEVEL", "warn".to_string()),
     ];
     let (cold, cold_wall) = run_warmer(&env)?;
