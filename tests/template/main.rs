@@ -296,6 +296,8 @@ fn every_function_reserves_concurrency_within_the_database_budget() {
         connections <= OUR_SHARE_OF_POOL,
         "the defaults allow {connections} connections, over {OUR_SHARE_OF_POOL}"
     );
+}
+
 /// The sharded warm's state machine and the warmer agree: each shard's payload (the Map's
 /// `ItemSelector`) is a static warm of that shard, the outcomes land in the shapes the merge
 /// reads, the merge's payload is a merge job, and the unsharded daily schedule stands down
