@@ -4,8 +4,8 @@
 //! clients made, Postgres connected) and spawn -> the first response posted for one cheap event.
 //! Services as the other modes: a fresh database with the schema and a small demo set, Redis
 //! under a key prefix of its own, a bucket on moto's S3 server (BENCH_S3_ENDPOINT); all removed
-//! afterwards. Builds nothing: build each function first, each on its own as SAM's builder does
-//! (built together, cargo unifies `shared`'s features and the warmer links the importer's).
+//! afterwards. Builds nothing: build each function first, each with its own `-p` (built together,
+//! or with `--bin` alone, cargo unifies `shared`'s features and the warmer gets the importer's).
 //!
 //! `--bin-dir DIR` takes the binaries from DIR instead (another build, or wrappers that run them
 //! under strace); `--log-level L` is the functions' `LOG_LEVEL` (default info). Each function's
