@@ -22,7 +22,7 @@ use super::{flag, machine, Failure};
 
 const SCHOOL: &str = "School of Computer Science and Engineering";
 
-fn s3_client() -> aws_sdk_s3::Client {
+pub(crate) fn s3_client() -> aws_sdk_s3::Client {
     let endpoint =
         std::env::var("BENCH_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
     let credentials = aws_sdk_s3::config::Credentials::new("bench", "bench", None, None, "bench");

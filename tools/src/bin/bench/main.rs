@@ -9,6 +9,8 @@
 //!                                             misses and a paced 30-second refresh (default 11000)
 //!   bench shards [--students N]               one shard of a sharded warm at 1 and 2 CPUs, and
 //!                                             1,000,000 rows projected (default 200000)
+//!   bench coldstart [--runs N]                each function's release binary started as Lambda
+//!                                             starts it: init and first response (default 20 runs)
 //!
 //! `warm` seeds a fresh database, runs the release `warm-qr-cache` binary beside this one (cold,
 //! then unchanged) and reads its JSON summary (peak memory included) and what it left in Redis. Services:
@@ -24,6 +26,7 @@ use shared::db::DatabaseSettings;
 use shared::qr::{self, ModuleGrid, QrSettings};
 use tools::seed::{self, DemoSize};
 
+mod coldstart;
 mod http;
 mod import;
 mod rotating;
@@ -69,9 +72,10 @@ async fn run(args: Vec<String>) -> ExitCode {
         Some("http") => http::run(&args).await,
         Some("rotating") => rotating::run(&args).await,
         Some("shards") => shards::run(&args).await,
+        Some("coldstart") => coldstart::run(&args).await,
         Some("import-child") => import::child(&args).await,
         _ => {
-            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N] | bench http [--requests N] | bench rotating [--students N] [--prewarm-only] | bench shards [--students N]");
+            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N] | bench http [--requests N] | bench rotating [--students N] [--prewarm-only] | bench shards [--students N] | bench coldstart [--runs N]");
             return ExitCode::from(2);
         }
     };
