@@ -25,6 +25,30 @@ pub(crate) async fn replication_up(server: &RedisServer) {
     panic!("the replica never synced");
 }
 
+/// A failover as a managed Redis performs it: `replica` promoted, `primary` made its replica,
+/// and the name (`proxy`) moved to the new primary.
+pub(crate) async fn fail_over(
+    primary: &RedisServer,
+    replica: &RedisServer,
+    proxy: &SwitchableProxy,
+) {
+    let mut on_replica = end_to_end::redis_connection(&replica.url()).await;
+    let mut on_primary = end_to_end::redis_connection(&primary.url()).await;
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut on_replica)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(replica.port)
+        .query_async(&mut on_primary)
+        .await
+        .unwrap();
+    proxy.switch_to(replica.port);
+}
+
 #[tokio::test]
 async fn after_a_failover_reads_hit_the_new_primary_and_warms_write_to_it() {
     // Sync at once (diskless replication waits 5 s for more replicas by default).
@@ -61,20 +85,8 @@ async fn after_a_failover_reads_hit_the_new_primary_and_warms_write_to_it() {
         .unwrap();
 
     // Failover: the replica is promoted, the old primary follows it, the name moves.
+    fail_over(&primary, &replica, &proxy).await;
     let mut on_replica = end_to_end::redis_connection(&replica.url()).await;
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query_async(&mut on_replica)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(replica.port)
-        .query_async(&mut on_primary)
-        .await
-        .unwrap();
-    proxy.switch_to(replica.port);
     // The old primary now refuses writes, as the API's open connection is about to find out.
     let refused: redis::RedisResult<()> = on_primary.set("probe", 1).await;
     assert_eq!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use end_to_end::{test_cache_at, FaultProxy, ProxyMode, RedisServer, SwitchableProxy};
 
-use crate::failover::replication_up;
+use crate::failover::{fail_over, replication_up};
 use crate::support::*;
 
 /// What the workers saw, for the verdict.
@@ -176,21 +176,7 @@ async fn under_load_a_redis_failover_and_a_postgres_restart_serve_no_wrong_image
     // A Redis failover a quarter of the way in.
     tokio::time::sleep(length / 4).await;
     let redis_fault_start = started.elapsed();
-    let mut on_replica = end_to_end::redis_connection(&replica.url()).await;
-    let mut on_primary = end_to_end::redis_connection(&primary.url()).await;
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query_async(&mut on_replica)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(replica.port)
-        .query_async(&mut on_primary)
-        .await
-        .unwrap();
-    redis_name.switch_to(replica.port);
+    fail_over(&primary, &replica, &redis_name).await;
     let redis_fault_end = started.elapsed();
 
     // A Postgres restart half way: every connection reset, new ones refused for a second.
