@@ -105,9 +105,8 @@ pub(crate) fn machine() -> String {
     )
 }
 
-/// Runs the warmer binary; returns its JSON summary (which carries its own peak memory) and
-/// the wall time.
-fn run_warmer(env: &[(&str, String)]) -> Result<(Value, Duration), Failure> {
+/// The release warmer beside this binary, which the warm and shards benchmarks run.
+fn warmer_binary() -> Result<std::path::PathBuf, Failure> {
     let exe = std::env::current_exe()?.with_file_name("warm-qr-cache");
     if !exe.exists() {
         return Err(format!(
@@ -116,6 +115,13 @@ fn run_warmer(env: &[(&str, String)]) -> Result<(Value, Duration), Failure> {
         )
         .into());
     }
+    Ok(exe)
+}
+
+/// Runs the warmer binary; returns its JSON summary (which carries its own peak memory) and
+/// the wall time.
+fn run_warmer(env: &[(&str, String)]) -> Result<(Value, Duration), Failure> {
+    let exe = warmer_binary()?;
     let started = Instant::now();
     let output = Command::new(&exe)
         .arg("--json")

@@ -61,14 +61,7 @@ fn rows_of(summary: &Value, field: &str) -> u64 {
 }
 
 fn run_shard(env: &[(&str, String)], index: u32, cpus: Cpus) -> Result<ShardRun, Failure> {
-    let exe = std::env::current_exe()?.with_file_name("warm-qr-cache");
-    if !exe.exists() {
-        return Err(format!(
-            "{} not found: build it first (cargo build --release -p warm-qr-cache)",
-            exe.display()
-        )
-        .into());
-    }
+    let exe = crate::warmer_binary()?;
     let mut command = match cpus {
         Cpus::Core(core) => {
             let mut taskset = Command::new("taskset");
