@@ -23,6 +23,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_import_claims",
         include_str!("../../migrations/0004_import_claims.sql"),
     ),
+    (
+        "0005_import_last_error",
+        include_str!("../../migrations/0005_import_last_error.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet recorded; returns the versions it applied.

@@ -227,3 +227,61 @@ async fn an_import_runs_through_pgbouncer_in_transaction_mode() {
     );
     assert_eq!(again.counts.unchanged, 50);
 }
+
+/// S3 out of reach fails the invocation (Lambda retries it) and leaves the import `processing`,
+/// with the reason on its row for the admin's status page; the retry that succeeds clears it.
+#[tokio::test]
+async fn a_run_failed_on_s3_says_why_until_its_retry_finishes_it() {
+    let world = World::new().await;
+    let event = end_to_end::upload(
+        &world.s3,
+        &world.bucket,
+        "imports/students/list.xlsx",
+        template_xlsx(&STUDENT_HEADERS, &rows()),
+    )
+    .await;
+    let unreachable = world
+        .s3
+        .config()
+        .to_builder()
+        .endpoint_url(format!("http://127.0.0.1:{}", end_to_end::free_port()))
+        .build();
+    let cut_off = Clients {
+        db: world.db.database(),
+        cache: world.clients.cache.clone(),
+        storage: Storage::with_client(aws_sdk_s3::Client::from_conf(unreachable)),
+        config: world.clients.config.clone(),
+        jwt_secret: world.clients.jwt_secret.clone(),
+    };
+    let failed = handle(
+        LambdaEvent::new(
+            serde_json::from_value(event.clone()).unwrap(),
+            Context::default(),
+        ),
+        &cut_off,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(failed.error_type, "StorageError");
+
+    let client = world.db.client().await;
+    let row = client
+        .query_one("SELECT status, last_error FROM imports", &[])
+        .await
+        .unwrap();
+    let (status, last_error): (String, Option<String>) = (row.get(0), row.get(1));
+    assert_eq!(status, "processing");
+    let last_error = last_error.unwrap();
+    assert!(
+        last_error.starts_with("the last attempt failed and will be retried: S3: "),
+        "{last_error}"
+    );
+
+    world.deliver(event).await.unwrap();
+    let row = client
+        .query_one("SELECT status, last_error FROM imports", &[])
+        .await
+        .unwrap();
+    let (status, last_error): (String, Option<String>) = (row.get(0), row.get(1));
+    assert_eq!((status.as_str(), last_error), ("succeeded", None));
+}

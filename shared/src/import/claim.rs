@@ -97,12 +97,15 @@ pub struct ImportRecord {
     pub event_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Why the last run failed on Postgres or S3 while the import waits for a retry; cleared
+    /// when it finishes.
+    pub last_error: Option<String>,
 }
 
 const COLUMNS: &str =
     "id, kind, bucket, object_key, status, rows_total, rows_inserted, rows_updated, \
                        rows_unchanged, rows_rejected, reasons, report_key, rejected_key, attempts, \
-                       blank_cells, event_id, created_at, finished_at";
+                       blank_cells, event_id, created_at, finished_at, last_error";
 
 impl ImportRecord {
     fn from_row(row: &Row) -> Result<Self, Error> {
@@ -131,6 +134,7 @@ impl ImportRecord {
             event_id: row.try_get(15).map_err(get_error)?,
             created_at: row.try_get(16).map_err(get_error)?,
             finished_at: row.try_get(17).map_err(get_error)?,
+            last_error: row.try_get(18).map_err(get_error)?,
         })
     }
 
@@ -268,6 +272,21 @@ pub struct Outcome<'a> {
     pub qr_pending: &'a [Uuid],
 }
 
+/// Records why a run failed on the machinery, for the status page while the import waits for
+/// a retry. Outside the run's transaction, which rolled back; an import that finished
+/// meanwhile is left alone.
+pub async fn record_failure(client: &Client, id: Uuid, error: &Error) -> Result<(), Error> {
+    let text = format!("the last attempt failed and will be retried: {error}");
+    client
+        .execute_typed(
+            "UPDATE imports SET last_error = $2 WHERE id = $1 AND status = 'processing'",
+            &[(&id, Type::UUID), (&text, Type::TEXT)],
+        )
+        .await
+        .map_err(|e| Error::postgres("recording why an import failed", e))?;
+    Ok(())
+}
+
 /// Records the outcome, fenced on the claim: a run that no longer holds it writes nothing.
 pub async fn finish(client: &Client, held: &Held, outcome: &Outcome<'_>) -> Result<(), Error> {
     let updated = client
@@ -275,7 +294,8 @@ pub async fn finish(client: &Client, held: &Held, outcome: &Outcome<'_>) -> Resu
             "UPDATE imports
                 SET status = $3, rows_total = $4, rows_inserted = $5, rows_updated = $6,
                     rows_unchanged = $7, rows_rejected = $8, reasons = $9, report = $10,
-                    qr_pending = $11, finished_at = now(), lease_expires_at = NULL
+                    qr_pending = $11, finished_at = now(), lease_expires_at = NULL,
+                    last_error = NULL
               WHERE id = $1 AND attempts = $2 AND status = 'processing'
              RETURNING id",
             &[

@@ -215,7 +215,10 @@ impl Importer<'_> {
             Err(Halt::Failed(error)) => {
                 report::failed_run_metrics().emit();
                 // The transaction rolled back and released the claim: Lambda's retry takes it
-                // over at once.
+                // over at once. Until then the status page says why.
+                if let Err(recording) = claim::record_failure(&client, id, &error).await {
+                    tracing::warn!(import_id = %id, error = %recording, "the failure could not be recorded");
+                }
                 return Err(error);
             }
         };
