@@ -133,14 +133,7 @@ async fn a_statement_held_by_a_lock_is_cancelled_on_the_server_at_the_deadline()
     held.rollback().await.unwrap();
     let after = world.get(&path, &admin()).await;
     assert_eq!(after.status(), 200);
-    let stored: String = client
-        .query_one(
-            "SELECT qr_code_token FROM students WHERE id = $1::text::uuid",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored = world.stored_token(&id).await;
     assert_eq!(end_to_end::decode_png(&body_bytes(&after)), stored);
 }
 

@@ -131,14 +131,7 @@ async fn unknown_ids_are_404_and_rows_without_tokens_get_one_as_in_the_app() {
     let response = world.get(&format!("/qr/students/{id}"), &admin()).await;
     assert_eq!(response.status(), 200);
     let shown = end_to_end::decode_png(&body_bytes(&response));
-    let stored: String = client
-        .query_one(
-            "SELECT qr_code_token FROM students WHERE id = $1::text::uuid",
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let stored = world.stored_token(&id).await;
     assert_eq!(shown, stored, "the minted token is stored and shown");
     let claims = end_to_end::qr_token_claims(&stored);
     assert_eq!(

@@ -82,6 +82,20 @@ impl World {
         .await
     }
 
+    /// The QR token stored on the student `id` now.
+    pub async fn stored_token(&self, id: &str) -> String {
+        self.db
+            .client()
+            .await
+            .query_one(
+                "SELECT qr_code_token FROM students WHERE id = $1::text::uuid",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     pub async fn student(&self, index: usize) -> (String, String) {
         let row = self
             .db

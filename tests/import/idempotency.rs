@@ -25,16 +25,33 @@ fn rows() -> Vec<Vec<Cell>> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_redelivered_event_returns_the_earlier_outcome_and_changes_nothing() {
-    let world = World::new().await;
-    let event = end_to_end::upload(
+/// Uploads the students list of these tests; returns S3's event for it.
+async fn upload_list(world: &World) -> serde_json::Value {
+    end_to_end::upload(
         &world.s3,
         &world.bucket,
         "imports/students/list.xlsx",
         template_xlsx(&STUDENT_HEADERS, &rows()),
     )
-    .await;
+    .await
+}
+
+/// The handler's clients as another Lambda instance has them: its own Postgres connection,
+/// and `storage`.
+fn instance_with(world: &World, storage: Storage) -> Clients {
+    Clients {
+        db: world.db.database(),
+        cache: world.clients.cache.clone(),
+        storage,
+        config: world.clients.config.clone(),
+        jwt_secret: world.clients.jwt_secret.clone(),
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_event_returns_the_earlier_outcome_and_changes_nothing() {
+    let world = World::new().await;
+    let event = upload_list(&world).await;
     let first = imported(world.deliver(event.clone()).await.unwrap());
     assert_eq!(
         (
@@ -71,22 +88,13 @@ async fn a_redelivered_event_returns_the_earlier_outcome_and_changes_nothing() {
 #[tokio::test]
 async fn two_deliveries_at_once_import_once() {
     let world = World::new().await;
-    let event = end_to_end::upload(
-        &world.s3,
-        &world.bucket,
-        "imports/students/list.xlsx",
-        template_xlsx(&STUDENT_HEADERS, &rows()),
-    )
-    .await;
+    let event = upload_list(&world).await;
     // Two sets of clients, each with its own connection, as two Lambda instances would have.
     let instance = || -> &'static Clients {
-        Box::leak(Box::new(Clients {
-            db: world.db.database(),
-            cache: world.clients.cache.clone(),
-            storage: Storage::with_client(world.s3.clone()),
-            config: world.clients.config.clone(),
-            jwt_secret: world.clients.jwt_secret.clone(),
-        }))
+        Box::leak(Box::new(instance_with(
+            &world,
+            Storage::with_client(world.s3.clone()),
+        )))
     };
     let deliver = |clients: &'static Clients, event: serde_json::Value| async move {
         handle(
@@ -233,26 +241,17 @@ async fn an_import_runs_through_pgbouncer_in_transaction_mode() {
 #[tokio::test]
 async fn a_run_failed_on_s3_says_why_until_its_retry_finishes_it() {
     let world = World::new().await;
-    let event = end_to_end::upload(
-        &world.s3,
-        &world.bucket,
-        "imports/students/list.xlsx",
-        template_xlsx(&STUDENT_HEADERS, &rows()),
-    )
-    .await;
+    let event = upload_list(&world).await;
     let unreachable = world
         .s3
         .config()
         .to_builder()
         .endpoint_url(format!("http://127.0.0.1:{}", end_to_end::free_port()))
         .build();
-    let cut_off = Clients {
-        db: world.db.database(),
-        cache: world.clients.cache.clone(),
-        storage: Storage::with_client(aws_sdk_s3::Client::from_conf(unreachable)),
-        config: world.clients.config.clone(),
-        jwt_secret: world.clients.jwt_secret.clone(),
-    };
+    let cut_off = instance_with(
+        &world,
+        Storage::with_client(aws_sdk_s3::Client::from_conf(unreachable)),
+    );
     let failed = handle(
         LambdaEvent::new(
             serde_json::from_value(event.clone()).unwrap(),
