@@ -32,8 +32,16 @@ impl Matrix {
 /// Encodes `data` at `ecc` with the mask of lowest penalty.
 pub fn encode(data: &[u8], ecc: Ecc) -> Result<Matrix, RenderError> {
     let symbol = Symbol::new(data, ecc)?;
-    let best = (0..8).min_by_key(|&mask| symbol.penalty(mask)).unwrap_or(0);
-    Ok(symbol.finish(best))
+    let mut scratch = Scratch::new(symbol.template.size);
+    let mut best = (u32::MAX, 0);
+    for mask in 0..8 {
+        let score = symbol.penalty(mask, &mut scratch);
+        // The first of equal scores, as the standard's reference encoders choose.
+        if score < best.0 {
+            best = (score, mask);
+        }
+    }
+    Ok(symbol.finish(best.1))
 }
 
 /// Encodes `data` at `ecc` with a given mask (0-7), for comparing with other encoders.
@@ -66,10 +74,10 @@ impl Symbol {
         let mut data_cols = vec![Row::ZERO; size];
         let bits = codewords.len() * 8;
         for (i, &(x, y)) in template.data_path.iter().take(bits).enumerate() {
-            if codewords[i >> 3] & (0x80 >> (i & 7)) != 0 {
-                data_rows[y as usize].set(x as usize);
-                data_cols[x as usize].set(y as usize);
-            }
+            // Without a branch: half the bits are dark, in no pattern a predictor could learn.
+            let dark = codewords[i >> 3] & (0x80 >> (i & 7)) != 0;
+            data_rows[y as usize].put(x as usize, dark);
+            data_cols[x as usize].put(y as usize, dark);
         }
         Ok(Symbol {
             template,
@@ -79,17 +87,17 @@ impl Symbol {
         })
     }
 
-    /// Rows or columns of the symbol under `mask`, format information included.
-    fn masked(&self, mask: usize, columns: bool) -> Vec<Row> {
+    /// Rows or columns of the symbol under `mask`, format information included, into `lines`.
+    fn mask_into(&self, mask: usize, columns: bool, lines: &mut [Row]) {
         let t = self.template;
         let (base, data, pattern) = if columns {
             (&t.base_cols, &self.data_cols, &t.mask_cols[mask])
         } else {
             (&t.base_rows, &self.data_rows, &t.mask_rows[mask])
         };
-        let mut lines: Vec<Row> = (0..t.size)
-            .map(|i| base[i] | (data[i] ^ pattern[i]))
-            .collect();
+        for (i, line) in lines.iter_mut().enumerate() {
+            *line = base[i] | (data[i] ^ pattern[i]);
+        }
         let bits = format_bits(self.ecc, mask);
         for (i, &(x, y)) in t.format_positions.iter().enumerate() {
             if bits >> (i % 15) & 1 == 1 {
@@ -97,44 +105,94 @@ impl Symbol {
                 lines[line as usize].set(at as usize);
             }
         }
-        lines
     }
 
-    fn penalty(&self, mask: usize) -> u32 {
+    fn penalty(&self, mask: usize, scratch: &mut Scratch) -> u32 {
         let size = self.template.size;
-        let rows = self.masked(mask, false);
-        let cols = self.masked(mask, true);
-        let mut score = 0;
-        for line in rows.iter().chain(&cols) {
-            score += line_penalty(*line, size);
+        self.mask_into(mask, false, &mut scratch.rows);
+        self.mask_into(mask, true, &mut scratch.cols);
+        // Symbols up to version 11 fit a line in one word, up to version 27 in two: score them
+        // on plain integers.
+        if size <= 64 {
+            for i in 0..size {
+                scratch.row_words[i] = scratch.rows[i].0[0];
+                scratch.col_words[i] = scratch.cols[i].0[0];
+            }
+            penalty(&scratch.row_words, &scratch.col_words, size)
+        } else if size <= 128 {
+            let pair = |row: &Row| u128::from(row.0[1]) << 64 | u128::from(row.0[0]);
+            for i in 0..size {
+                scratch.row_pairs[i] = pair(&scratch.rows[i]);
+                scratch.col_pairs[i] = pair(&scratch.cols[i]);
+            }
+            penalty(&scratch.row_pairs, &scratch.col_pairs, size)
+        } else {
+            penalty(&scratch.rows, &scratch.cols, size)
         }
-        for pair in rows.windows(2) {
-            score += 3 * block_count(pair[0], pair[1], size);
-        }
-        let dark: u32 = rows.iter().map(|r| r.ones()).sum();
-        let total = (size * size) as u32;
-        // Total is odd (the side is), so the difference is never zero and k never below zero.
-        let k = (dark * 20)
-            .abs_diff(total * 10)
-            .div_ceil(total)
-            .saturating_sub(1);
-        score + 10 * k
     }
 
     fn finish(&self, mask: usize) -> Matrix {
+        let mut rows = vec![Row::ZERO; self.template.size];
+        self.mask_into(mask, false, &mut rows);
         Matrix {
             size: self.template.size,
-            rows: self.masked(mask, false),
+            rows,
         }
     }
 }
 
+/// Lines of one masked symbol, allocated once for the eight masks scored.
+struct Scratch {
+    rows: Vec<Row>,
+    cols: Vec<Row>,
+    row_words: Vec<u64>,
+    col_words: Vec<u64>,
+    row_pairs: Vec<u128>,
+    col_pairs: Vec<u128>,
+}
+
+impl Scratch {
+    fn new(size: usize) -> Scratch {
+        let words = if size <= 64 { size } else { 0 };
+        let pairs = if (65..=128).contains(&size) { size } else { 0 };
+        Scratch {
+            rows: vec![Row::ZERO; size],
+            cols: vec![Row::ZERO; size],
+            row_words: vec![0; words],
+            col_words: vec![0; words],
+            row_pairs: vec![0; pairs],
+            col_pairs: vec![0; pairs],
+        }
+    }
+}
+
+/// The four penalty rules of ISO/IEC 18004 over a symbol's rows and columns.
+fn penalty<L: Line>(rows: &[L], cols: &[L], size: usize) -> u32 {
+    let valid = L::low(size);
+    let pairs = L::low(size - 1);
+    let mut score = 0;
+    for &line in rows.iter().chain(cols) {
+        score += line_penalty(line, valid, pairs);
+    }
+    for pair in rows.windows(2) {
+        score += 3 * block_count(pair[0], pair[1], pairs);
+    }
+    let dark: u32 = rows.iter().map(|r| r.ones()).sum();
+    let total = (size * size) as u32;
+    // Total is odd (the side is), so the difference is never zero and k never below zero.
+    let k = (dark * 20)
+        .abs_diff(total * 10)
+        .div_ceil(total)
+        .saturating_sub(1);
+    score + 10 * k
+}
+
 /// Rule 1 (runs of five or more alike: 3, plus 1 per module beyond five) and rule 3 (a finder
 /// lookalike 1011101 with four light modules on a side, the edge counting as light: 40 each).
-fn line_penalty(line: Row, size: usize) -> u32 {
-    let valid = Row::low(size);
+/// `valid` has a bit per module of the line, `pairs` one per module but the last.
+fn line_penalty<L: Line>(line: L, valid: L, pairs: L) -> u32 {
     // Bit i: module i equals module i + 1.
-    let alike = !(line ^ line.shr(1)) & Row::low(size - 1);
+    let alike = !(line ^ line.shr(1)) & pairs;
     let run5 = alike & alike.shr(1) & alike.shr(2) & alike.shr(3);
     // Bit i: a run starts at i.
     let starts = !alike.shl(1) & valid;
@@ -156,10 +214,10 @@ fn line_penalty(line: Row, size: usize) -> u32 {
 }
 
 /// Rule 2: 2x2 blocks of one colour in two neighbouring rows.
-fn block_count(upper: Row, lower: Row, size: usize) -> u32 {
+fn block_count<L: Line>(upper: L, lower: L, pairs: L) -> u32 {
     let vertical = !(upper ^ lower);
     let horizontal = !(upper ^ upper.shr(1));
-    (vertical & vertical.shr(1) & horizontal & Row::low(size - 1)).ones()
+    (vertical & vertical.shr(1) & horizontal & pairs).ones()
 }
 
 const MAX_VERSION: usize = 40;
@@ -377,17 +435,18 @@ const ECC_BLOCKS: [[u8; 41]; 4] = [
     ],
 ];
 
-/// GF(256) with the QR polynomial x^8 + x^4 + x^3 + x^2 + 1: antilogarithms (doubled, so a sum
-/// of two logarithms needs no reduction) and logarithms.
-const GF: ([u8; 512], [u8; 256]) = {
-    let mut exp = [0u8; 512];
-    let mut log = [0u8; 256];
+/// GF(256) with the QR polynomial x^8 + x^4 + x^3 + x^2 + 1, as antilogarithm and logarithm
+/// tables. The antilogarithms repeat (a sum of two logarithms needs no reduction) and end in
+/// zeros that [`LOG_ZERO`] lands in, so a product is two lookups and an addition, no branch.
+const GF: ([u8; 768], [u16; 256]) = {
+    let mut exp = [0u8; 768];
+    let mut log = [LOG_ZERO; 256];
     let mut value: u16 = 1;
     let mut i = 0;
     while i < 255 {
         exp[i] = value as u8;
         exp[i + 255] = value as u8;
-        log[value as usize] = i as u8;
+        log[value as usize] = i as u16;
         value <<= 1;
         if value & 0x100 != 0 {
             value ^= 0x11D;
@@ -397,23 +456,28 @@ const GF: ([u8; 512], [u8; 256]) = {
     (exp, log)
 };
 
+/// The "logarithm" of zero: past every sum of two real logarithms (at most 508), and with one
+/// (at most 254) still inside the table, on its zero tail.
+const LOG_ZERO: u16 = 510;
+
 fn gf_mul(a: u8, b: u8) -> u8 {
     if a == 0 || b == 0 {
         0
     } else {
-        GF.0[GF.1[a as usize] as usize + GF.1[b as usize] as usize]
+        GF.0[(GF.1[a as usize] + GF.1[b as usize]) as usize]
     }
 }
 
-/// The generator polynomial of each degree up to 30 (highest coefficient implied).
-fn divisors() -> &'static [Vec<u8>] {
-    static DIVISORS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+/// The generator polynomial of each degree up to 30 (highest coefficient implied), as the
+/// logarithms of its coefficients.
+fn divisors() -> &'static [Vec<u16>] {
+    static DIVISORS: OnceLock<Vec<Vec<u16>>> = OnceLock::new();
     DIVISORS.get_or_init(|| {
-        (0..=30)
+        (0..=MAX_ECC_PER_BLOCK)
             .map(|degree: usize| {
                 let mut result = vec![0u8; degree];
                 if degree == 0 {
-                    return result;
+                    return Vec::new();
                 }
                 result[degree - 1] = 1;
                 let mut root = 1u8;
@@ -426,28 +490,30 @@ fn divisors() -> &'static [Vec<u8>] {
                     }
                     root = gf_mul(root, 2);
                 }
-                result
+                result.iter().map(|&c| GF.1[c as usize]).collect()
             })
             .collect()
     })
 }
 
-/// The error correction codewords of `data`: the remainder of its division by `divisor`.
-fn remainder(data: &[u8], divisor: &[u8]) -> Vec<u8> {
-    let mut result = vec![0u8; divisor.len()];
+const MAX_ECC_PER_BLOCK: usize = 30;
+
+/// The error correction codewords of `data`: the remainder of its division by the generator
+/// polynomial whose coefficients' logarithms are `divisor`.
+fn remainder(data: &[u8], divisor: &[u16]) -> Vec<u8> {
+    let degree = divisor.len();
+    let mut result = [0u8; MAX_ECC_PER_BLOCK + 1];
     for &byte in data {
         let factor = byte ^ result[0];
-        result.rotate_left(1);
-        if let Some(last) = result.last_mut() {
-            *last = 0;
-        }
+        result.copy_within(1..=degree, 0);
         if factor != 0 {
-            for (r, &d) in result.iter_mut().zip(divisor) {
-                *r ^= gf_mul(d, factor);
+            let log = GF.1[factor as usize];
+            for (r, &d) in result[..degree].iter_mut().zip(divisor) {
+                *r ^= GF.0[(d + log) as usize];
             }
         }
     }
-    result
+    result[..degree].to_vec()
 }
 
 /// The 15 format bits of a level and mask, BCH-coded and masked as the standard says.
@@ -682,6 +748,11 @@ impl Row {
         self.0[i / 64] |= 1 << (i % 64);
     }
 
+    /// Sets bit i if `dark` (bits start clear).
+    fn put(&mut self, i: usize, dark: bool) {
+        self.0[i / 64] |= u64::from(dark) << (i % 64);
+    }
+
     fn ones(self) -> u32 {
         self.0.iter().map(|w| w.count_ones()).sum()
     }
@@ -736,6 +807,76 @@ impl std::ops::Not for Row {
     type Output = Row;
     fn not(self) -> Row {
         Row([!self.0[0], !self.0[1], !self.0[2]])
+    }
+}
+
+/// A line of modules as bits, bit i for module i: integers for small symbols, [`Row`] for any.
+trait Line:
+    Copy
+    + std::ops::BitAnd<Output = Self>
+    + std::ops::BitOr<Output = Self>
+    + std::ops::BitXor<Output = Self>
+    + std::ops::Not<Output = Self>
+{
+    /// Bits 0..n set.
+    fn low(n: usize) -> Self;
+    /// Bit i becomes bit i + k's; `k` in 1..64.
+    fn shr(self, k: u32) -> Self;
+    /// Bit i becomes bit i - k's; `k` in 1..64.
+    fn shl(self, k: u32) -> Self;
+    fn ones(self) -> u32;
+}
+
+impl Line for u64 {
+    fn low(n: usize) -> u64 {
+        if n >= 64 {
+            u64::MAX
+        } else {
+            (1 << n) - 1
+        }
+    }
+    fn shr(self, k: u32) -> u64 {
+        self >> k
+    }
+    fn shl(self, k: u32) -> u64 {
+        self << k
+    }
+    fn ones(self) -> u32 {
+        self.count_ones()
+    }
+}
+
+impl Line for u128 {
+    fn low(n: usize) -> u128 {
+        if n >= 128 {
+            u128::MAX
+        } else {
+            (1 << n) - 1
+        }
+    }
+    fn shr(self, k: u32) -> u128 {
+        self >> k
+    }
+    fn shl(self, k: u32) -> u128 {
+        self << k
+    }
+    fn ones(self) -> u32 {
+        self.count_ones()
+    }
+}
+
+impl Line for Row {
+    fn low(n: usize) -> Row {
+        Row::low(n)
+    }
+    fn shr(self, k: u32) -> Row {
+        Row::shr(self, k)
+    }
+    fn shl(self, k: u32) -> Row {
+        Row::shl(self, k)
+    }
+    fn ones(self) -> u32 {
+        Row::ones(self)
     }
 }
 
@@ -923,9 +1064,10 @@ mod tests {
             (1800, Ecc::L),
         ] {
             let symbol = Symbol::new(&text[..len], ecc).unwrap();
+            let mut scratch = Scratch::new(symbol.template.size);
             for mask in 0..8 {
                 assert_eq!(
-                    symbol.penalty(mask),
+                    symbol.penalty(mask, &mut scratch),
                     naive_penalty(&symbol.finish(mask)),
                     "{len} bytes at {ecc:?}, mask {mask}"
                 );
@@ -947,32 +1089,35 @@ mod tests {
     #[test]
     fn runs_score_three_plus_one_per_module_beyond_five() {
         let (row, size) = line("#.#.#.#.#.#.#.#.#.#.#");
-        assert_eq!(line_penalty(row, size), 0);
+        assert_eq!(line_penalty(row, Row::low(size), Row::low(size - 1)), 0);
         let (row, size) = line("#####.#.#.#.#.#.#.#.#");
-        assert_eq!(line_penalty(row, size), 3);
+        assert_eq!(line_penalty(row, Row::low(size), Row::low(size - 1)), 3);
         let (row, size) = line("#.#.#.#.#.#.#.#.#####");
-        assert_eq!(line_penalty(row, size), 3);
+        assert_eq!(line_penalty(row, Row::low(size), Row::low(size - 1)), 3);
         let (row, size) = line("#.#.#.#.#.#.#.#.#.#.#.......#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.#.");
-        assert_eq!(line_penalty(row, size), 3 + 2);
+        assert_eq!(line_penalty(row, Row::low(size), Row::low(size - 1)), 3 + 2);
         // Two runs, the second across the 64-bit word boundary.
         let mut pattern: String = "#.".repeat(30);
         pattern.push_str("..........");
         pattern.push_str(&"#.".repeat(10));
         let (row, size) = line(&pattern);
-        assert_eq!(line_penalty(row, size), 3 + 6);
+        assert_eq!(line_penalty(row, Row::low(size), Row::low(size - 1)), 3 + 6);
     }
 
     #[test]
     fn finder_lookalikes_score_forty_per_light_side() {
         // Light four before (the edge counts as light) and after: both sides count.
         let (row, size) = line("#.###.#....#.#.#.#.#.#");
-        assert_eq!(line_penalty(row, size), 2 * 40);
+        assert_eq!(
+            line_penalty(row, Row::low(size), Row::low(size - 1)),
+            2 * 40
+        );
         // Dark right after the lookalike; four light before it.
         let (row, size) = line("#.#.#....#.###.##.#.#.#");
-        assert_eq!(line_penalty(row, size), 40);
+        assert_eq!(line_penalty(row, Row::low(size), Row::low(size - 1)), 40);
         // No four light modules on either side.
         let (row, size) = line("#.#..#.###.#..#.#");
-        assert_eq!(line_penalty(row, size), 0);
+        assert_eq!(line_penalty(row, Row::low(size), Row::low(size - 1)), 0);
     }
 
     #[test]
@@ -980,6 +1125,6 @@ mod tests {
         let (upper, size) = line("##..#.#");
         let (lower, _) = line("##..##.");
         // Blocks at columns 0-1 (dark) and 2-3 (light); 4-5 is mixed.
-        assert_eq!(block_count(upper, lower, size), 2);
+        assert_eq!(block_count(upper, lower, Row::low(size - 1)), 2);
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+mod deflate;
 mod matrix;
 
 pub use matrix::Matrix;
@@ -111,50 +112,41 @@ pub fn png_from_grid(
     grid: &impl ModuleGrid,
     settings: &QrSettings,
 ) -> Result<Vec<u8>, RenderError> {
-    png_from_grid_at_level(grid, settings, DEFLATE_LEVEL)
-}
-
-/// [`png_from_grid`] at another deflate level (1 fastest, 9 smallest), for the benchmark.
-pub fn png_from_grid_at_level(
-    grid: &impl ModuleGrid,
-    settings: &QrSettings,
-    level: u8,
-) -> Result<Vec<u8>, RenderError> {
     let modules = grid.size();
     let framed = modules + 2 * settings.margin_modules as usize;
     let scale = (settings.width_px as usize / framed).max(1);
     let width = (settings.width_px as usize).max(framed * scale);
     let offset = (width - modules * scale) / 2;
-    let row_bytes = width.div_ceil(8);
     // Each scanline is a filter-type byte (0: none) and the row's bits; bit 1 is white.
-    let line = row_bytes + 1;
+    let line = width.div_ceil(8) + 1;
     let mut light_line = vec![0xFFu8; line];
     light_line[0] = 0;
-    let mut scanlines = Vec::with_capacity(line * width);
-    let mut module_line = vec![0u8; line];
-    for _ in 0..offset {
-        scanlines.extend_from_slice(&light_line);
-    }
+    let mut module_lines = Vec::with_capacity(modules);
     for y in 0..modules {
-        module_line.copy_from_slice(&light_line);
-        for x in 0..modules {
-            if grid.is_dark(x, y) {
-                let start = offset + x * scale;
-                for px in start..start + scale {
-                    module_line[1 + (px >> 3)] &= !(0x80 >> (px & 7));
+        let mut module_line = light_line.clone();
+        // Runs of dark modules, each cleared in one go.
+        let mut run_start = None;
+        for x in 0..=modules {
+            let dark = x < modules && grid.is_dark(x, y);
+            match (dark, run_start) {
+                (true, None) => run_start = Some(x),
+                (false, Some(start)) => {
+                    let first_bit = 8 + offset + start * scale;
+                    clear_bits(&mut module_line, first_bit, first_bit + (x - start) * scale);
+                    run_start = None;
                 }
+                _ => {}
             }
         }
-        for _ in 0..scale {
-            scanlines.extend_from_slice(&module_line);
-        }
+        module_lines.push(module_line);
     }
-    while scanlines.len() < line * width {
-        scanlines.extend_from_slice(&light_line);
-    }
-    // The png crate frames the file; the pixels are deflated here, in one call, because its
-    // streaming deflate costs about 8x more per image (BENCHMARKS.md, "PNG encoding").
-    let compressed = miniz_oxide::deflate::compress_to_vec_zlib(&scanlines, level);
+    // Each module row is one scanline `scale` times over: the compressor is told so, and
+    // copies it instead of searching for the repeat.
+    let mut lines: Vec<(&[u8], usize)> = Vec::with_capacity(modules + 2);
+    lines.push((&light_line, offset));
+    lines.extend(module_lines.iter().map(|l| (l.as_slice(), scale)));
+    lines.push((&light_line, width - offset - modules * scale));
+    let compressed = deflate::zlib(&lines);
 
     let mut out = Vec::with_capacity(compressed.len() + 64);
     let mut encoder = png::Encoder::new(&mut out, width as u32, width as u32);
@@ -166,8 +158,23 @@ pub fn png_from_grid_at_level(
     Ok(out)
 }
 
-// Level 1 already keeps entries near 2.6 kB (the app's were 9 kB) at the lowest cost per image.
-const DEFLATE_LEVEL: u8 = 1;
+/// Clears bits `from..to` of `bytes`, bit 0 being the most significant of the first byte.
+fn clear_bits(bytes: &mut [u8], from: usize, to: usize) {
+    if from >= to {
+        return;
+    }
+    let (first, last) = (from / 8, (to - 1) / 8);
+    // The bits of the first byte from `from` on, and of the last byte up to `to`.
+    let head = 0xFFu8 >> (from % 8);
+    let tail = 0xFFu8 << (7 - (to - 1) % 8);
+    if first == last {
+        bytes[first] &= !(head & tail);
+    } else {
+        bytes[first] &= !head;
+        bytes[first + 1..last].fill(0);
+        bytes[last] &= !tail;
+    }
+}
 
 /// `data:image/png;base64,...` of a PNG: the cache value format.
 pub fn data_url(png: &[u8]) -> String {
@@ -233,6 +240,20 @@ mod tests {
         assert_eq!(grids.len(), 1, "one QR code in the image");
         let (_, content) = grids[0].decode().unwrap();
         (info.width, info.bit_depth, content)
+    }
+
+    #[test]
+    fn clearing_bits_clears_exactly_the_range() {
+        for from in 0..24 {
+            for to in from..=24 {
+                let mut bytes = [0xFFu8; 3];
+                clear_bits(&mut bytes, from, to);
+                for bit in 0..24 {
+                    let set = bytes[bit / 8] & (0x80 >> (bit % 8)) != 0;
+                    assert_eq!(set, !(from..to).contains(&bit), "bit {bit} of {from}..{to}");
+                }
+            }
+        }
     }
 
     #[test]
