@@ -5,6 +5,7 @@
 //! imported twice, and a run that dies leaves nothing half-done for its retry.
 
 pub mod claim;
+mod copy;
 pub mod event;
 mod load;
 pub mod options;
@@ -424,7 +425,7 @@ impl Importer<'_> {
         let (sender, mut chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
         let limits: Limits = settings.limits.clone();
         let today = chrono::Utc::now().date_naive();
-        let signer = loader.signer();
+        let mut signer = loader.signer()?;
         let mut reading = tokio::task::spawn_blocking(move || {
             let parsed = spreadsheet::stream_records(
                 &bytes,
@@ -434,7 +435,7 @@ impl Importer<'_> {
                 today,
                 CHUNK_ROWS,
                 &mut |records| {
-                    let chunk = match &signer {
+                    let chunk = match &mut signer {
                         Some(signer) => signer.sign(records),
                         None => Chunk::unsigned(records),
                     };
