@@ -62,9 +62,13 @@ fn release_freed_memory() {
     }
 }
 
-/// Rows the reader hands the loader at a time. Each chunk costs a few round trips; smaller
-/// chunks leave less of the load to do after the last row is read.
-const CHUNK_ROWS: usize = 5_000;
+/// Rows the reader hands the loader at a time. Each chunk costs a few round trips and a
+/// subtransaction (its savepoint); smaller chunks leave less of the load to do after the last
+/// row is read, and let the first COPY start sooner. At 2,000 rows the load after the last row
+/// took 60-120 ms against 140-200 ms at 5,000 (100,000 students). A 100,000-row file stays
+/// within the 64 subtransactions Postgres caches per transaction: past them, other sessions'
+/// snapshots are marked overflowed and their visibility checks read `pg_subtrans`.
+const CHUNK_ROWS: usize = 2_000;
 
 /// Chunks read ahead of the loader: the reader's lead, and the rows held at once.
 const CHUNKS_AHEAD: usize = 1;
