@@ -66,6 +66,9 @@ pub enum Error {
     #[error("signing a token: {0}")]
     Jwt(#[from] jsonwebtoken::errors::Error),
 
+    #[error("drawing random bytes: {0}")]
+    Random(#[from] getrandom::Error),
+
     #[error("signing a stall token: {0}")]
     Mac(#[from] hmac::digest::InvalidLength),
 
@@ -128,6 +131,7 @@ impl Error {
             #[cfg(feature = "imports")]
             Error::Storage(_) => "StorageError",
             Error::Jwt(_) | Error::Mac(_) => "SigningError",
+            Error::Random(_) => "RandomError",
             #[cfg(feature = "imports")]
             Error::Hashing(_) => "HashingError",
             Error::Report(_) => "ReportError",

@@ -54,6 +54,56 @@ pub fn student_token(
     )
 }
 
+/// `{"typ":"JWT","alg":"HS256"}`, the header jsonwebtoken writes for `Header::new(HS256)`, so
+/// [`StudentSigner`]'s tokens are [`student_token`]'s byte for byte.
+const JWT_HS256_HEADER: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9";
+
+/// Signs many students' static tokens, as [`student_token`] does one: an import signs one per
+/// new student (100,000 for a large file), and jsonwebtoken serialises the same header and
+/// derives the HMAC key again for each, about half of the signing time. The key is set up
+/// once and cloned per token, and the header is the constant it always encodes to.
+#[derive(Clone)]
+pub struct StudentSigner {
+    key: hmac::Hmac<sha2::Sha256>,
+}
+
+impl StudentSigner {
+    pub fn new(secret: &SecretString) -> Result<Self, hmac::digest::InvalidLength> {
+        use hmac::KeyInit;
+        Ok(StudentSigner {
+            key: hmac::Hmac::new_from_slice(secret.expose_secret().as_bytes())?,
+        })
+    }
+
+    /// The token of `registration_no`: the same text as `student_token` with these arguments.
+    pub fn sign(
+        &self,
+        registration_no: &str,
+        nonce: &str,
+        issued_at: i64,
+    ) -> Result<String, serde_json::Error> {
+        use base64::Engine;
+        use hmac::Mac;
+        let claims = serde_json::to_vec(&StudentClaims {
+            n: nonce,
+            t: "S",
+            r: registration_no,
+            iat: issued_at,
+        })?;
+        let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut token =
+            String::with_capacity(JWT_HS256_HEADER.len() + 2 + claims.len() * 4 / 3 + 48);
+        token.push_str(JWT_HS256_HEADER);
+        token.push('.');
+        engine.encode_string(&claims, &mut token);
+        let mut mac = self.key.clone();
+        mac.update(token.as_bytes());
+        token.push('.');
+        engine.encode_string(mac.finalize().into_bytes(), &mut token);
+        Ok(token)
+    }
+}
+
 /// Characters of the stall token's MAC: 48 bits, as many as the app's rotating tokens carry.
 const STALL_MAC_HEX: usize = 12;
 
@@ -194,6 +244,22 @@ mod tests {
         .unwrap();
         assert!(decode::<Value>(&token, &DecodingKey::from_secret(b"other"), &validation).is_err());
         assert!(token.len() < 200, "{} chars", token.len());
+    }
+
+    #[test]
+    fn the_batch_signer_writes_student_token_s_exact_text() {
+        let secret = SecretString::from("app-secret");
+        let signer = StudentSigner::new(&secret).unwrap();
+        for (key, nonce, iat) in [
+            ("2021001", "a1b2", 1_700_000_000),
+            ("CSE-2024/\"07\"", "0000", 0),
+            ("ஆ2021", "ffff", -5),
+        ] {
+            assert_eq!(
+                signer.sign(key, nonce, iat).unwrap(),
+                student_token(&secret, key, nonce, iat).unwrap()
+            );
+        }
     }
 
     #[test]

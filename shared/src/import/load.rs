@@ -21,15 +21,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures_util::{pin_mut, TryStreamExt};
+use futures_util::{pin_mut, SinkExt, TryStreamExt};
 use secrecy::SecretString;
 use serde::Serialize;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use super::copy::{CopyBuffer, IdSequence, RandomPool};
 use super::options::{BlankCells, ImportOptions};
 use super::PasswordPolicy;
 use crate::error::Error;
@@ -257,17 +257,18 @@ impl Chunk {
 }
 
 /// Signs new students' tokens for chunks on the reading thread.
-#[derive(Clone)]
 pub struct Signer {
     existing: Arc<Existing>,
-    secret: SecretString,
+    signer: token::StudentSigner,
+    /// The nonces' random bytes, drawn a block at a time.
+    random: RandomPool,
     issued_at: i64,
 }
 
 impl Signer {
     /// The chunk with its new students' tokens; a token that fails to sign is left for the
     /// loader, which reports the failure.
-    pub fn sign(&self, records: Records) -> Chunk {
+    pub fn sign(&mut self, records: Records) -> Chunk {
         let tokens = match &records {
             Records::Students(rows) => rows
                 .iter()
@@ -276,8 +277,9 @@ impl Signer {
                     if self.existing.contains(key) {
                         return None;
                     }
-                    token::student_token(&self.secret, key, &token::random_nonce(), self.issued_at)
-                        .ok()
+                    // Two random bytes as 4 hex characters, as `token::random_nonce`.
+                    let nonce = token::nonce(u16::from_be_bytes(self.random.take().ok()?));
+                    self.signer.sign(key, &nonce, self.issued_at).ok()
                 })
                 .collect(),
             Records::Stalls(_) => Vec::new(),
@@ -395,25 +397,30 @@ async fn isolating<T: Sync>(
     Ok((ids, refused))
 }
 
-/// A row a binary COPY writes: its values in the COPY's column order.
-trait CopyRow<const N: usize> {
-    fn values(&self) -> [&(dyn ToSql + Sync); N];
+/// A row a binary COPY writes.
+trait CopyRow {
+    /// Appends the row: its values in the COPY's column order, each in its column's type.
+    fn encode(&self, out: &mut CopyBuffer);
 }
 
-/// A binary COPY of `rows` into the table and columns `copy` names.
-async fn copy_rows<const N: usize, R: CopyRow<N>>(
+/// A binary COPY of `rows` into the table and columns `copy` names, sent in pieces of
+/// `copy::SEND_BYTES`.
+async fn copy_rows<R: CopyRow>(
     client: &Client,
     copy: &str,
-    types: &[Type],
     rows: &[R],
 ) -> Result<(), tokio_postgres::Error> {
     let sink = client.copy_in::<_, bytes::Bytes>(copy).await?;
-    let writer = BinaryCopyInWriter::new(sink, types);
-    pin_mut!(writer);
+    pin_mut!(sink);
+    let mut buffer = CopyBuffer::new();
     for row in rows {
-        writer.as_mut().write(&row.values()).await?;
+        row.encode(&mut buffer);
+        if buffer.is_full() {
+            sink.as_mut().send(buffer.take()).await?;
+        }
     }
-    writer.finish().await?;
+    sink.as_mut().send(buffer.finish()).await?;
+    sink.finish().await?;
     Ok(())
 }
 
@@ -425,25 +432,24 @@ struct NewStudent<'p> {
     hash: &'p str,
 }
 
-impl CopyRow<14> for NewStudent<'_> {
-    fn values(&self) -> [&(dyn ToSql + Sync); 14] {
+impl CopyRow for NewStudent<'_> {
+    fn encode(&self, out: &mut CopyBuffer) {
         let c = &self.planned.columns;
-        [
-            &self.id,
-            &self.planned.key,
-            &c.email,
-            &c.full_name,
-            &c.school_id,
-            &c.phone,
-            &c.date_of_birth,
-            &c.pincode,
-            &c.address,
-            &c.program_name,
-            &c.batch,
-            &self.token,
-            &self.hash,
-            &true,
-        ]
+        out.row(14);
+        out.uuid(self.id);
+        out.text(&self.planned.key);
+        out.opt_text(c.email.as_deref());
+        out.opt_text(c.full_name.as_deref());
+        out.opt_uuid(c.school_id);
+        out.opt_text(c.phone.as_deref());
+        out.opt_date(c.date_of_birth);
+        out.opt_text(c.pincode.as_deref());
+        out.opt_text(c.address.as_deref());
+        out.opt_text(c.program_name.as_deref());
+        out.opt_int4(c.batch);
+        out.text(&self.token);
+        out.text(self.hash);
+        out.bool(true);
     }
 }
 
@@ -455,22 +461,6 @@ fn copy_students<'b>(client: &'b Client, rows: &'b [NewStudent<'_>]) -> Writing<
                             date_of_birth, pincode, address, program_name, batch,
                             qr_code_token, password_hash, password_reset_required)
              FROM STDIN (FORMAT binary)",
-            &[
-                Type::UUID,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::UUID,
-                Type::TEXT,
-                Type::DATE,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::INT4,
-                Type::TEXT,
-                Type::TEXT,
-                Type::BOOL,
-            ],
             rows,
         )
         .await?;
@@ -492,16 +482,6 @@ fn copy_stalls<'b>(client: &'b Client, rows: &'b [NewStall<'_>]) -> Writing<'b> 
             "COPY stalls (id, stall_number, stall_name, school_id, description, location,
                           event_id, qr_code_token)
              FROM STDIN (FORMAT binary)",
-            &[
-                Type::UUID,
-                Type::TEXT,
-                Type::TEXT,
-                Type::UUID,
-                Type::TEXT,
-                Type::TEXT,
-                Type::UUID,
-                Type::TEXT,
-            ],
             rows,
         )
         .await?;
@@ -509,19 +489,18 @@ fn copy_stalls<'b>(client: &'b Client, rows: &'b [NewStall<'_>]) -> Writing<'b> 
     })
 }
 
-impl CopyRow<8> for NewStall<'_> {
-    fn values(&self) -> [&(dyn ToSql + Sync); 8] {
+impl CopyRow for NewStall<'_> {
+    fn encode(&self, out: &mut CopyBuffer) {
         let c = &self.planned.columns;
-        [
-            &self.id,
-            &self.planned.key,
-            &c.stall_name,
-            &c.school_id,
-            &c.description,
-            &c.location,
-            &c.event_id,
-            &self.token,
-        ]
+        out.row(8);
+        out.uuid(self.id);
+        out.text(&self.planned.key);
+        out.opt_text(c.stall_name.as_deref());
+        out.opt_uuid(c.school_id);
+        out.opt_text(c.description.as_deref());
+        out.opt_text(c.location.as_deref());
+        out.opt_uuid(c.event_id);
+        out.text(&self.token);
     }
 }
 
@@ -616,6 +595,8 @@ pub struct Loader<'a> {
     /// New students' hash under the default policy.
     unusable_hash: String,
     issued_at: i64,
+    /// The ids of new rows.
+    ids: IdSequence,
     loaded: Loaded,
 }
 
@@ -653,6 +634,7 @@ impl<'a> Loader<'a> {
             existing,
             unusable_hash,
             issued_at: chrono::Utc::now().timestamp(),
+            ids: IdSequence::new(),
             loaded: Loaded::default(),
         })
     }
@@ -667,12 +649,16 @@ impl<'a> Loader<'a> {
     }
 
     /// What signs tokens for this load on the reading thread; `None` for a preview.
-    pub fn signer(&self) -> Option<Signer> {
-        (self.mode == Mode::Write).then(|| Signer {
+    pub fn signer(&self) -> Result<Option<Signer>, Error> {
+        if self.mode != Mode::Write {
+            return Ok(None);
+        }
+        Ok(Some(Signer {
             existing: Arc::clone(&self.existing),
-            secret: self.jwt_secret.clone(),
+            signer: token::StudentSigner::new(self.jwt_secret)?,
+            random: RandomPool::new(),
             issued_at: self.issued_at,
-        })
+        }))
     }
 
     pub async fn load(&mut self, chunk: Chunk) -> Result<(), Error> {
@@ -951,7 +937,7 @@ impl<'a> Loader<'a> {
             // instead of on random pages: about 6 % off the COPY here. The app's own are random
             // (v4); both are plain UUIDs to it.
             rows.push(NewStudent {
-                id: Uuid::now_v7(),
+                id: self.ids.next_id()?,
                 planned,
                 token,
                 hash,
@@ -1050,19 +1036,14 @@ impl<'a> Loader<'a> {
             return Ok(());
         }
         let client = self.client;
-        let new: Vec<NewStall<'_>> = planned
-            .iter()
-            .filter(|p| p.existing.is_none())
-            .map(|planned| {
-                token::stall_token(self.jwt_secret, &planned.key)
-                    .map(|token| NewStall {
-                        id: Uuid::now_v7(),
-                        planned,
-                        token,
-                    })
-                    .map_err(Error::from)
-            })
-            .collect::<Result<_, _>>()?;
+        let mut new: Vec<NewStall<'_>> = Vec::new();
+        for planned in planned.iter().filter(|p| p.existing.is_none()) {
+            new.push(NewStall {
+                id: self.ids.next_id()?,
+                planned,
+                token: token::stall_token(self.jwt_secret, &planned.key)?,
+            });
+        }
         let (inserted, refused) =
             isolating(client, &new, "inserting new stalls", copy_stalls).await?;
         let new_planned: Vec<&Planned<StallColumns>> = new.iter().map(|row| row.planned).collect();

@@ -5,6 +5,7 @@
 //! imported twice, and a run that dies leaves nothing half-done for its retry.
 
 pub mod claim;
+mod copy;
 pub mod event;
 mod load;
 pub mod options;
@@ -61,9 +62,13 @@ fn release_freed_memory() {
     }
 }
 
-/// Rows the reader hands the loader at a time. Each chunk costs a few round trips; smaller
-/// chunks leave less of the load to do after the last row is read.
-const CHUNK_ROWS: usize = 5_000;
+/// Rows the reader hands the loader at a time. Each chunk costs a few round trips and a
+/// subtransaction (its savepoint); smaller chunks leave less of the load to do after the last
+/// row is read, and let the first COPY start sooner. At 2,000 rows the load after the last row
+/// took 60-120 ms against 140-200 ms at 5,000 (100,000 students). A 100,000-row file stays
+/// within the 64 subtransactions Postgres caches per transaction: past them, other sessions'
+/// snapshots are marked overflowed and their visibility checks read `pg_subtrans`.
+const CHUNK_ROWS: usize = 2_000;
 
 /// Chunks read ahead of the loader: the reader's lead, and the rows held at once.
 const CHUNKS_AHEAD: usize = 1;
@@ -424,7 +429,7 @@ impl Importer<'_> {
         let (sender, mut chunks) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
         let limits: Limits = settings.limits.clone();
         let today = chrono::Utc::now().date_naive();
-        let signer = loader.signer();
+        let mut signer = loader.signer()?;
         let mut reading = tokio::task::spawn_blocking(move || {
             let parsed = spreadsheet::stream_records(
                 &bytes,
@@ -434,7 +439,7 @@ impl Importer<'_> {
                 today,
                 CHUNK_ROWS,
                 &mut |records| {
-                    let chunk = match &signer {
+                    let chunk = match &mut signer {
                         Some(signer) => signer.sign(records),
                         None => Chunk::unsigned(records),
                     };

@@ -16,6 +16,9 @@ use super::values::OriginalRow;
 use super::{FileError, Format, Limits, ParsedFile, HEADER_SEARCH_ROWS};
 use crate::kind::Kind;
 
+/// The most rows a chunk reserves room for ahead.
+const MAX_RESERVED_ROWS: usize = 10_000;
+
 /// The non-blank cells of one row: (0-based column, cell), sorted by column.
 type RowCells<'a> = Vec<(u32, Cell<'a>)>;
 
@@ -256,7 +259,11 @@ impl Job<'_> {
             }
             validator.push_row(row, &cells);
             if validator.records.len() >= self.chunk_rows {
-                let chunk = std::mem::replace(&mut validator.records, Records::new(self.kind));
+                // The next chunk is as long: reserve it whole (a whole-file read, whose chunk
+                // is the file, never gets here).
+                let next =
+                    Records::with_capacity(self.kind, self.chunk_rows.min(MAX_RESERVED_ROWS));
+                let chunk = std::mem::replace(&mut validator.records, next);
                 if (self.sink)(chunk).is_break() {
                     return Err(FileError::Stopped);
                 }
