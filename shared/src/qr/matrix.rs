@@ -827,43 +827,32 @@ trait Line:
     fn ones(self) -> u32;
 }
 
-impl Line for u64 {
-    fn low(n: usize) -> u64 {
-        if n >= 64 {
-            u64::MAX
-        } else {
-            (1 << n) - 1
+/// Integers are lines as they are: one shift or count instruction per operation.
+macro_rules! integer_line {
+    ($bits:ty) => {
+        impl Line for $bits {
+            fn low(n: usize) -> $bits {
+                if n >= <$bits>::BITS as usize {
+                    <$bits>::MAX
+                } else {
+                    (1 << n) - 1
+                }
+            }
+            fn shr(self, k: u32) -> $bits {
+                self >> k
+            }
+            fn shl(self, k: u32) -> $bits {
+                self << k
+            }
+            fn ones(self) -> u32 {
+                self.count_ones()
+            }
         }
-    }
-    fn shr(self, k: u32) -> u64 {
-        self >> k
-    }
-    fn shl(self, k: u32) -> u64 {
-        self << k
-    }
-    fn ones(self) -> u32 {
-        self.count_ones()
-    }
+    };
 }
 
-impl Line for u128 {
-    fn low(n: usize) -> u128 {
-        if n >= 128 {
-            u128::MAX
-        } else {
-            (1 << n) - 1
-        }
-    }
-    fn shr(self, k: u32) -> u128 {
-        self >> k
-    }
-    fn shl(self, k: u32) -> u128 {
-        self << k
-    }
-    fn ones(self) -> u32 {
-        self.count_ones()
-    }
-}
+integer_line!(u64);
+integer_line!(u128);
 
 impl Line for Row {
     fn low(n: usize) -> Row {
