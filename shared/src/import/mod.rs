@@ -65,10 +65,14 @@ fn release_freed_memory() {
 /// Rows the reader hands the loader at a time. Each chunk costs a few round trips and a
 /// subtransaction (its savepoint); smaller chunks leave less of the load to do after the last
 /// row is read, and let the first COPY start sooner. At 2,000 rows the load after the last row
-/// took 60-120 ms against 140-200 ms at 5,000 (100,000 students). A 100,000-row file stays
-/// within the 64 subtransactions Postgres caches per transaction: past them, other sessions'
-/// snapshots are marked overflowed and their visibility checks read `pg_subtrans`.
+/// took 60-120 ms against 140-200 ms at 5,000 (100,000 students).
 const CHUNK_ROWS: usize = 2_000;
+
+/// Chunks a file is cut into at most, whatever its size: each takes a subtransaction, and past
+/// the 64 Postgres caches per transaction every other session's snapshot (the live app's
+/// included) is marked overflowed and its visibility checks read `pg_subtrans`. Files past
+/// 100,000 rows get larger chunks for their rest (10,000 rows at the 200,000-row limit).
+const MAX_CHUNKS: usize = 60;
 
 /// Chunks read ahead of the loader: the reader's lead, and the rows held at once.
 const CHUNKS_AHEAD: usize = 1;
@@ -437,7 +441,10 @@ impl Importer<'_> {
                 kind,
                 &limits,
                 today,
-                CHUNK_ROWS,
+                spreadsheet::Chunking {
+                    rows: CHUNK_ROWS,
+                    at_most: MAX_CHUNKS,
+                },
                 &mut |records| {
                     let chunk = match &mut signer {
                         Some(signer) => signer.sign(records),

@@ -31,6 +31,7 @@ use crate::kind::Kind;
 
 pub use cells::{guard_formula, FORMULA_STARTS};
 pub use headers::{normalize as normalize_header, Column, Field, SYNONYMS};
+pub use read::Chunking;
 pub use validate::{Records, RowError, StallRecord, StudentRecord};
 pub use values::{
     max_chars, Email, EventRef, Optional, OriginalRow, Phone, Pincode, RegistrationNo, SchoolRef,
@@ -310,12 +311,18 @@ pub fn read_records(
     limits: &Limits,
     today: NaiveDate,
 ) -> Result<ParsedFile, FileError> {
-    stream_records(bytes, format, kind, limits, today, usize::MAX, &mut |_| {
-        ControlFlow::Continue(())
-    })
+    stream_records(
+        bytes,
+        format,
+        kind,
+        limits,
+        today,
+        Chunking::WHOLE,
+        &mut |_| ControlFlow::Continue(()),
+    )
 }
 
-/// [`read_records`], handing the valid rows to `sink` in chunks of `chunk_rows` as they are
+/// [`read_records`], handing the valid rows to `sink` in chunks cut by `chunking` as they are
 /// read, so that they can be loaded while the rest of the file is read. The returned
 /// `ParsedFile` holds the rows after the last full chunk; its rejected rows are the whole
 /// file's. A file refused part-way has already handed over some chunks: the caller undoes
@@ -326,7 +333,7 @@ pub fn stream_records(
     kind: Kind,
     limits: &Limits,
     today: NaiveDate,
-    chunk_rows: usize,
+    chunking: Chunking,
     sink: &mut dyn FnMut(Records) -> ControlFlow<()>,
 ) -> Result<ParsedFile, FileError> {
     if bytes.is_empty() {
@@ -343,7 +350,7 @@ pub fn stream_records(
         kind,
         limits,
         today,
-        chunk_rows: chunk_rows.max(1),
+        chunking,
         sink,
         capture: None,
     };
@@ -376,7 +383,7 @@ pub fn original_rows(
         kind,
         limits,
         today: NaiveDate::MIN,
-        chunk_rows: usize::MAX,
+        chunking: Chunking::WHOLE,
         sink: &mut |_| ControlFlow::Continue(()),
         capture: Some(rows),
     };

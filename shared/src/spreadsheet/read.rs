@@ -29,14 +29,49 @@ trait RowSource<'a> {
     fn next_row(&mut self, cells: &mut RowCells<'a>) -> Result<Option<u32>, FileError>;
 }
 
+/// How the valid rows of a file read as a stream are cut into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunking {
+    /// Rows per chunk, as long as the most rows the limits allow would still fit in `at_most`
+    /// chunks of at most [`Chunking::LARGER`] times as many; then larger chunks, so that no
+    /// file ever takes more than `at_most`.
+    pub rows: usize,
+    pub at_most: usize,
+}
+
+impl Chunking {
+    /// The whole file as one chunk.
+    pub const WHOLE: Chunking = Chunking {
+        rows: usize::MAX,
+        at_most: usize::MAX,
+    };
+
+    const LARGER: usize = 5;
+
+    /// Rows of chunk `index` (from 0), once `sent` valid rows went in the chunks before it, in
+    /// a file of at most `max_rows` rows. The last chunk of a file may be partial.
+    pub fn size(self, index: usize, sent: usize, max_rows: usize) -> usize {
+        let rows = self.rows.max(1);
+        let left = max_rows.saturating_sub(sent);
+        let chunks_left = self.at_most.saturating_sub(index).max(1);
+        let after_this = left.saturating_sub(rows);
+        let room_after = (chunks_left - 1).saturating_mul(rows.saturating_mul(Self::LARGER));
+        if after_this <= room_after {
+            rows
+        } else {
+            left.div_ceil(chunks_left).max(rows)
+        }
+    }
+}
+
 /// What one import reads files for.
 pub struct Job<'a> {
     pub kind: Kind,
     pub limits: &'a Limits,
     pub today: NaiveDate,
-    /// Valid rows go to `sink` in chunks of this many as they are read; the rest stay in the
-    /// `ParsedFile`.
-    pub chunk_rows: usize,
+    /// How valid rows are cut into the chunks handed to `sink` as they are read; the rows
+    /// after the last full chunk stay in the `ParsedFile`.
+    pub chunking: Chunking,
     /// Takes each chunk; `Break` stops the read (the loading side has given up).
     pub sink: &'a mut dyn FnMut(Records) -> ControlFlow<()>,
     /// When set, only these rows' cells are kept (as rejected originals) and nothing is
@@ -240,6 +275,9 @@ impl Job<'_> {
         let ignored_columns = map.ignored();
         let mut validator = RowValidator::new(self.kind, map, self.today);
         let mut rows_seen: u32 = 0;
+        let max_rows = self.limits.max_rows as usize;
+        let (mut chunks_sent, mut rows_sent) = (0, 0);
+        let mut chunk_rows = self.chunking.size(0, 0, max_rows);
         while let Some(row) = rows.next_row(&mut cells)? {
             if let Some(capture) = self.capture {
                 if capture.contains(&row) {
@@ -258,11 +296,13 @@ impl Job<'_> {
                 });
             }
             validator.push_row(row, &cells);
-            if validator.records.len() >= self.chunk_rows {
-                // The next chunk is as long: reserve it whole (a whole-file read, whose chunk
-                // is the file, never gets here).
-                let next =
-                    Records::with_capacity(self.kind, self.chunk_rows.min(MAX_RESERVED_ROWS));
+            if validator.records.len() >= chunk_rows {
+                chunks_sent += 1;
+                rows_sent += chunk_rows;
+                chunk_rows = self.chunking.size(chunks_sent, rows_sent, max_rows);
+                // Reserve the next chunk whole (a whole-file read, whose chunk is the file,
+                // never gets here).
+                let next = Records::with_capacity(self.kind, chunk_rows.min(MAX_RESERVED_ROWS));
                 let chunk = std::mem::replace(&mut validator.records, next);
                 if (self.sink)(chunk).is_break() {
                     return Err(FileError::Stopped);

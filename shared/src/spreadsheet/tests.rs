@@ -1300,7 +1300,10 @@ fn streamed_rows_arrive_in_chunks_that_add_up_to_the_whole_file() {
         Kind::Students,
         &Limits::default(),
         today(),
-        10,
+        Chunking {
+            rows: 10,
+            at_most: usize::MAX,
+        },
         &mut |chunk| {
             chunks.push(chunk);
             ControlFlow::Continue(())
@@ -1330,7 +1333,10 @@ fn streamed_rows_arrive_in_chunks_that_add_up_to_the_whole_file() {
         Kind::Students,
         &Limits::default(),
         today(),
-        5,
+        Chunking {
+            rows: 5,
+            at_most: usize::MAX,
+        },
         &mut |_| {
             taken += 1;
             ControlFlow::Break(())
@@ -2488,4 +2494,35 @@ fn xlsb_texts_are_decoded_as_calamine_decodes_them() {
             texts[0].1
         );
     }
+}
+
+#[test]
+fn chunks_stay_small_until_the_largest_allowed_file_would_need_too_many() {
+    let chunking = Chunking {
+        rows: 2_000,
+        at_most: 60,
+    };
+    // Chunk sizes of a file with `rows` valid rows, at most `max_rows`.
+    let sizes = |rows: usize, max_rows: usize| {
+        let (mut sent, mut sizes) = (0, Vec::new());
+        while sent < rows {
+            let size = chunking.size(sizes.len(), sent, max_rows);
+            sizes.push(size.min(rows - sent));
+            sent += size;
+        }
+        sizes
+    };
+    // 100,000 rows: fifty chunks of 2,000, as before.
+    assert_eq!(sizes(100_000, 200_000), vec![2_000; 50]);
+    // The most rows allowed: 2,000 while the rest fit, then 10,000, and 60 chunks in all.
+    let most = sizes(200_000, 200_000);
+    assert_eq!(most.len(), 60);
+    assert_eq!(&most[..50], &[2_000; 50][..]);
+    assert_eq!(&most[50..], &[10_000; 10][..]);
+    // A limit raised far: larger chunks from the start, never more than 60.
+    let raised = sizes(1_000_000, 1_000_000);
+    assert!(raised.len() <= 60, "{} chunks", raised.len());
+    assert_eq!(raised.iter().sum::<usize>(), 1_000_000);
+    // A whole-file read is one chunk.
+    assert_eq!(Chunking::WHOLE.size(0, 0, 200_000), usize::MAX);
 }
