@@ -99,7 +99,7 @@ impl ModuleGrid for Matrix {
 }
 
 /// Builds the module matrix of `token`, with our own encoder rather than a crate's: it scores
-/// the eight masks on bitboards, about 5x faster than fast_qr and 35x faster than the `qrcode`
+/// the eight masks on bitboards, 5-7x faster than fast_qr and 30-50x faster than the `qrcode`
 /// crate on our tokens, with identical decoded content (BENCHMARKS.md, "QR encoders").
 pub fn encode_matrix(token: &str, ecc: Ecc) -> Result<Matrix, RenderError> {
     matrix::encode(token.as_bytes(), ecc)
