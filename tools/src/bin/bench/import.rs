@@ -259,7 +259,41 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
                 .await;
         }
     }
+    remove_bucket(&s3_client(), &format!("qr-bench-{pid}")).await;
     result
+}
+
+/// Deletes the bench's bucket and everything in it (the uploads and the import's reports), as
+/// the databases are dropped: best effort, a bench that failed early has none.
+async fn remove_bucket(s3: &aws_sdk_s3::Client, bucket: &str) {
+    while let Ok(listed) = s3.list_objects_v2().bucket(bucket).send().await {
+        let keys: Vec<String> = listed
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_owned))
+            .collect();
+        if keys.is_empty() {
+            break;
+        }
+        let mut deleted = 0;
+        for key in keys {
+            if s3
+                .delete_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .is_ok()
+            {
+                deleted += 1;
+            }
+        }
+        // Nothing could be deleted: stop rather than list the same keys for ever.
+        if deleted == 0 {
+            break;
+        }
+    }
+    let _ = s3.delete_bucket().bucket(bucket).send().await;
 }
 
 /// The import alone, in its own process so its peak memory is its own: prints the report as JSON.
