@@ -75,14 +75,19 @@ async fn after_a_failover_reads_hit_the_new_primary_and_warms_write_to_it() {
     let path = format!("/qr/students/{id}");
     let first = world.get(&path, &admin()).await;
     assert_eq!(header(&first, "x-cache"), Some("miss"));
-    // The image reached the replica before the failover.
+    // The image reached the replica before the failover. (WAIT on a connection of our own
+    // would not do: it waits only for that connection's writes, and this one made none.)
     let mut on_primary = end_to_end::redis_connection(&primary.url()).await;
-    let _: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(2000)
-        .query_async(&mut on_primary)
-        .await
-        .unwrap();
+    let mut replica_reads = end_to_end::redis_connection(&replica.url()).await;
+    let image_key = cache.settings().key(&token);
+    let replicated = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !replica_reads.exists::<_, bool>(&image_key).await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < replicated,
+            "the image never reached the replica"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 
     // Failover: the replica is promoted, the old primary follows it, the name moves.
     fail_over(&primary, &replica, &proxy).await;
