@@ -23,7 +23,7 @@ use secrecy::SecretString;
 use shared::db::DatabaseSettings;
 use tools::seed::{self, DemoSize};
 
-use super::{flag, machine, Failure};
+use super::{admin_database_url, flag, machine, redis_url, Failure};
 
 /// A function, the cheapest event that still goes through its handler, and its memory size in
 /// template.yaml (which Lambda passes as `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`).
@@ -92,10 +92,8 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
         )
         .into());
     }
-    let admin_url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let redis_url =
-        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let admin_url = admin_database_url();
+    let redis_url = redis_url();
     let s3_endpoint =
         std::env::var("BENCH_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into());
     let pid = std::process::id();

@@ -14,7 +14,7 @@ use shared::db::Database;
 use shared::storage::Storage;
 use tools::seed::{self, DemoSize};
 
-use super::{flag, machine, Failure};
+use super::{admin_database_url, flag, machine, redis_url, Failure};
 
 /// A GET of `path` as API Gateway (payload 2.0) sends it, with the session token and an
 /// `accept` header.
@@ -47,10 +47,8 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 pub async fn run(args: &[String]) -> Result<(), Failure> {
     let requests = flag(args, "--requests", 10_000)?;
-    let admin_url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let redis_url =
-        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let admin_url = admin_database_url();
+    let redis_url = redis_url();
     let name = format!("qr_bench_http_{}", std::process::id());
     let admin = shared::db::DatabaseSettings::parse(&admin_url)?
         .connect()

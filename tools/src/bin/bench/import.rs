@@ -18,7 +18,7 @@ use shared::kind::Kind;
 use shared::spreadsheet::{self, Records};
 use shared::storage::Storage;
 
-use super::{flag, machine, Failure};
+use super::{admin_database_url, flag, machine, redis_url, Failure};
 
 const SCHOOL: &str = "School of Computer Science and Engineering";
 
@@ -99,8 +99,7 @@ async fn fresh_database(admin_url: &str, name: &str) -> Result<String, Failure> 
 
 pub async fn run(args: &[String]) -> Result<(), Failure> {
     let rows = flag(args, "--rows", 100_000)?;
-    let admin_url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin_url = admin_database_url();
     let pid = std::process::id();
     let (copy_db, insert_db, floor_db) = (
         format!("qr_bench_import_{pid}"),
@@ -305,8 +304,7 @@ pub async fn child(args: &[String]) -> Result<(), Failure> {
         }
         _ => return Err("usage: bench import-child DB_URL BUCKET KEY ETAG [preview]".into()),
     };
-    let redis_url =
-        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url = redis_url();
     let vars = [
         ("NEON_DATABASE_URL", db_url.clone()),
         ("REDIS_URL", redis_url.clone()),

@@ -88,6 +88,17 @@ async fn run(args: Vec<String>) -> ExitCode {
     }
 }
 
+/// The Postgres server the benches make their scratch databases on (BENCH_DATABASE_URL).
+pub(crate) fn admin_database_url() -> String {
+    std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The Redis server the benches use (BENCH_REDIS_URL).
+pub(crate) fn redis_url() -> String {
+    std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -153,10 +164,8 @@ async fn warm(args: &[String]) -> Result<(), Failure> {
         students: flag(args, "--students", 25_000)?,
         stalls: flag(args, "--stalls", 200)?,
     };
-    let admin_url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let redis_url =
-        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let admin_url = admin_database_url();
+    let redis_url = redis_url();
     let database = format!("qr_bench_{}", std::process::id());
     let prefix = format!("bench:{}:", std::process::id());
 

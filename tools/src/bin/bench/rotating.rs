@@ -13,7 +13,7 @@ use tools::seed::{self, DemoSize};
 use warm_qr_cache::rotating::{self, RotatingRequest};
 
 use super::http::{api_from, event, percentile};
-use super::{flag, machine, Failure};
+use super::{admin_database_url, flag, machine, redis_url, Failure};
 
 async fn used_memory(cache: &Cache) -> Result<u64, Failure> {
     let mut connection = cache.connection();
@@ -31,10 +31,8 @@ async fn used_memory(cache: &Cache) -> Result<u64, Failure> {
 pub async fn run(args: &[String]) -> Result<(), Failure> {
     let students = flag(args, "--students", 11_000)?;
     let serve_too = !args.iter().any(|a| a == "--prewarm-only");
-    let admin_url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let redis_url =
-        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let admin_url = admin_database_url();
+    let redis_url = redis_url();
     let name = format!("qr_bench_rotating_{}", std::process::id());
     let admin = shared::db::DatabaseSettings::parse(&admin_url)?
         .connect()

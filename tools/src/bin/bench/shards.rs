@@ -22,7 +22,7 @@ use serde_json::Value;
 use shared::db::DatabaseSettings;
 use tools::seed::{self, DemoSize};
 
-use super::{flag, machine, Failure};
+use super::{admin_database_url, flag, machine, redis_url, Failure};
 
 const SHARDS: u32 = 2;
 const PROJECTED_ROWS: f64 = 1_000_000.0;
@@ -135,10 +135,8 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         return Err("bench shards needs 2 cores or more".into());
     }
-    let admin_url = std::env::var("BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let redis_url =
-        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let admin_url = admin_database_url();
+    let redis_url = redis_url();
     let database = format!("qr_bench_shards_{}", std::process::id());
     let admin = DatabaseSettings::parse(&admin_url)?.connect().await?;
     admin
