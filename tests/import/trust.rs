@@ -482,6 +482,77 @@ async fn control_characters_and_values_only_postgres_refuses_reject_their_row_on
 }
 
 #[tokio::test]
+async fn an_update_only_postgres_refuses_rejects_its_row_while_the_others_load() {
+    let world = World::new().await;
+    imported(
+        world
+            .upload_and_import(
+                "imports/students/first.csv",
+                csv(&[
+                    "Registration No,Full Name,School,DOB,Pincode",
+                    &format!("2024001,Asha,{CIVIL},2004-03-09,110001"),
+                    &format!("2024002,Ravi,{CIVIL},2004-03-09,110001"),
+                    &format!("2024003,Meera,{CIVIL},2004-03-09,110001"),
+                ]),
+            )
+            .await,
+    );
+    world
+        .db
+        .client()
+        .await
+        .batch_execute(
+            "ALTER TABLE students ADD CONSTRAINT chk_test_name CHECK (full_name <> 'Refused Here') NOT VALID",
+        )
+        .await
+        .unwrap();
+    // Two updates and one insert in one chunk: the second update breaks the app's rule.
+    let report = imported(
+        world
+            .upload_and_import(
+                "imports/students/second.csv",
+                csv(&[
+                    "Registration No,Full Name,School,DOB,Pincode",
+                    &format!("2024001,Asha Rao,{CIVIL},2004-03-09,110001"),
+                    &format!("2024002,Refused Here,{CIVIL},2004-03-09,110001"),
+                    &format!("2024003,Meera,{CIVIL},2004-03-09,110001"),
+                    &format!("2024004,Kiran,{CIVIL},2004-03-09,110001"),
+                ]),
+            )
+            .await,
+    );
+    assert_eq!(report.status, "partially_succeeded", "{report:?}");
+    let c = &report.counts;
+    assert_eq!(
+        (c.inserted, c.updated, c.unchanged, c.rejected),
+        (1, 1, 1, 1),
+        "{report:?}"
+    );
+    let rejected: Vec<(u32, &str)> = report
+        .rejected
+        .iter()
+        .map(|r| (r.row, r.column.as_str()))
+        .collect();
+    assert_eq!(rejected, [(3, "registration_no")]);
+    assert!(
+        report.rejected[0]
+            .reason
+            .contains("violates check constraint \"chk_test_name\""),
+        "{:?}",
+        report.rejected
+    );
+    // The refused update is not listed as a change; the one that loaded is.
+    let changed: Vec<&str> = report.changes.iter().map(|c| c.key.as_str()).collect();
+    assert_eq!(changed, ["2024001"]);
+    assert_eq!(
+        world.student("2024001").await[0].as_deref(),
+        Some("Asha Rao")
+    );
+    assert_eq!(world.student("2024002").await[0].as_deref(), Some("Ravi"));
+    assert_eq!(world.count("SELECT count(*) FROM students").await, 4);
+}
+
+#[tokio::test]
 async fn the_apps_rules_for_students_are_applied_at_validation() {
     let world = World::new().await;
     let report = imported(

@@ -99,6 +99,7 @@ async fn fresh_database(admin_url: &str, name: &str) -> Result<String, Failure> 
 
 pub async fn run(args: &[String]) -> Result<(), Failure> {
     let rows = flag(args, "--rows", 100_000)?;
+    let rounds = flag(args, "--repeat", 1)?.max(1);
     let admin_url = admin_database_url();
     let pid = std::process::id();
     let (copy_db, insert_db, floor_db) = (
@@ -106,6 +107,7 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
         format!("qr_bench_insert_{pid}"),
         format!("qr_bench_floor_{pid}"),
     );
+    let mut databases = vec![copy_db.clone(), insert_db.clone(), floor_db.clone()];
     let result = async {
         let generated = Instant::now();
         let bytes = workbook(rows)?;
@@ -133,16 +135,10 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
             preview["counts"]["inserted"],
             preview["peak_memory_mib"].as_f64().unwrap_or(0.0)
         );
-        let started = Instant::now();
-        let output = Command::new(exe).args(["import-child", &copy_url, &bucket, key, &e_tag]).stderr(Stdio::inherit()).output()?;
-        let wall = started.elapsed();
-        let text = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() {
-            return Err(format!("the import child failed: {text}").into());
-        }
-        let report: serde_json::Value = serde_json::from_str(text.trim())?;
+        let (report, wall) = import_in_child(&copy_url, &bucket, key, &e_tag)?;
         let t = &report["timings"];
         let get = |name: &str| t[name].as_f64().unwrap_or(0.0);
+        let mut imports = vec![(get("parse_ms") + get("load_ms")) / 1000.0];
         println!("machine: {}", machine());
         println!("{rows}-row students .xlsx ({:.1} MiB), status {}, inserted {}", bytes.len() as f64 / 1_048_576.0, report["status"], report["counts"]["inserted"]);
         println!(
@@ -150,7 +146,7 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
             get("download_ms"),
             get("parse_ms"),
             get("load_ms"),
-            (get("parse_ms") + get("load_ms")) / 1000.0
+            imports[0]
         );
         println!("  report {:.0} ms; QR caching of {} new rows {:.0} ms ({:.0} QRs/s)", get("report_ms"), report["qr_cached"], get("cache_ms"), report["qr_cached"].as_f64().unwrap_or(0.0) / get("cache_ms") * 1000.0);
         println!("  whole child process {:.2} s wall, peak memory {:.1} MiB", wall.as_secs_f64(), report["peak_memory_mib"].as_f64().unwrap_or(0.0));
@@ -161,12 +157,7 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
         let again = "imports/students/bench-again.xlsx";
         let put = s3.put_object().bucket(&bucket).key(again).body(bytes.clone().into()).send().await?;
         let again_tag = put.e_tag().unwrap_or_default().trim_matches('"').to_string();
-        let output = Command::new(std::env::current_exe()?).args(["import-child", &copy_url, &bucket, again, &again_tag]).stderr(Stdio::inherit()).output()?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() {
-            return Err(format!("the re-import child failed: {text}").into());
-        }
-        let report: serde_json::Value = serde_json::from_str(text.trim())?;
+        let (report, _) = import_in_child(&copy_url, &bucket, again, &again_tag)?;
         let t = &report["timings"];
         let get = |name: &str| t[name].as_f64().unwrap_or(0.0);
         println!(
@@ -205,39 +196,34 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
         tx.commit().await?;
         println!("row-by-row INSERT load of the same {} rows: {:.2} s", records.len(), started.elapsed().as_secs_f64());
 
-        // The floor any loader has on this server: the same rows binary-COPied, in one
-        // statement, into the app's empty students table, with nothing checked or read.
-        let copy_floor_url = fresh_database(&admin_url, &floor_db).await?;
-        let mut client = DatabaseSettings::parse(&copy_floor_url)?.connect().await?;
-        let school: uuid::Uuid = client.query_one("SELECT id FROM schools", &[]).await?.get(0);
-        let started = Instant::now();
-        let tx = client.transaction().await?;
-        let sink = tx
-            .copy_in(
-                "COPY students (id, registration_no, email, full_name, school_id, phone, date_of_birth, pincode,
-                                address, program_name, batch, qr_code_token, password_hash)
-                 FROM STDIN (FORMAT binary)",
-            )
-            .await?;
-        use tokio_postgres::types::Type;
-        let mut writer = Box::pin(tokio_postgres::binary_copy::BinaryCopyInWriter::new(
-            sink,
-            &[Type::UUID, Type::TEXT, Type::TEXT, Type::TEXT, Type::UUID, Type::TEXT, Type::DATE, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT, Type::TEXT],
-        ));
-        let token = "x".repeat(150);
-        for (_, r) in &records {
-            writer
-                .as_mut()
-                .write(&[
-                    &uuid::Uuid::now_v7() as &(dyn tokio_postgres::types::ToSql + Sync), &r.registration_no.as_str(), &r.email.value().map(|e| e.as_str()), &r.full_name, &school,
-                    &r.phone.value().map(|p| p.as_str()), &r.date_of_birth, &r.pincode.as_str(), &r.address.as_deref(), &r.program_name.as_deref(), &r.batch.value(),
-                    &token, &"!",
-                ])
-                .await?;
+        let mut floors = vec![copy_floor(&admin_url, &floor_db, &records).await?];
+        println!("binary COPY alone of the same {} rows into the app's empty students table: {:.2} s", records.len(), floors[0]);
+        // More rounds of the import and its floor, each into fresh databases, in alternating
+        // order: one round's ratio moves with what else the machine did meanwhile.
+        for round in 1..rounds {
+            let (import_db, copy_db) = (format!("qr_bench_import_{pid}_{round}"), format!("qr_bench_floor_{pid}_{round}"));
+            databases.extend([import_db.clone(), copy_db.clone()]);
+            let import_url = fresh_database(&admin_url, &import_db).await?;
+            let import = || async {
+                let (report, _) = import_in_child(&import_url, &bucket, key, &e_tag)?;
+                let t = &report["timings"];
+                Ok::<f64, Failure>((t["parse_ms"].as_f64().unwrap_or(0.0) + t["load_ms"].as_f64().unwrap_or(0.0)) / 1000.0)
+            };
+            if round % 2 == 1 {
+                floors.push(copy_floor(&admin_url, &copy_db, &records).await?);
+                imports.push(import().await?);
+            } else {
+                imports.push(import().await?);
+                floors.push(copy_floor(&admin_url, &copy_db, &records).await?);
+            }
         }
-        writer.as_mut().finish().await?;
-        tx.commit().await?;
-        println!("binary COPY alone of the same {} rows into the app's empty students table: {:.2} s", records.len(), started.elapsed().as_secs_f64());
+        if rounds > 1 {
+            let ratios: Vec<f64> = imports.iter().zip(&floors).map(|(i, f)| i / f).collect();
+            let list = |values: &[f64], unit: &str| values.iter().map(|v| format!("{v:.2}{unit}")).collect::<Vec<_>>().join(", ");
+            println!("{rounds} rounds, import (parse+validate+load): {}", list(&imports, " s"));
+            println!("{rounds} rounds, binary COPY floor:             {}", list(&floors, " s"));
+            println!("{rounds} rounds, ratio to the floor:            {}; median {:.2}x", list(&ratios, "x"), median(&ratios));
+        }
 
         // The legacy password setting: bcrypt cost 12 on every core.
         let sample = 64;
@@ -252,7 +238,7 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
     }
     .await;
     if let Ok(admin) = DatabaseSettings::parse(&admin_url)?.connect().await {
-        for name in [&copy_db, &insert_db, &floor_db] {
+        for name in &databases {
             let _ = admin
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .await;
@@ -260,6 +246,103 @@ pub async fn run(args: &[String]) -> Result<(), Failure> {
     }
     remove_bucket(&s3_client(), &format!("qr-bench-{pid}")).await;
     result
+}
+
+/// Runs the import in a child process: its report as JSON, and the child's wall time.
+fn import_in_child(
+    url: &str,
+    bucket: &str,
+    key: &str,
+    e_tag: &str,
+) -> Result<(serde_json::Value, std::time::Duration), Failure> {
+    let started = Instant::now();
+    let output = Command::new(std::env::current_exe()?)
+        .args(["import-child", url, bucket, key, e_tag])
+        .stderr(Stdio::inherit())
+        .output()?;
+    let wall = started.elapsed();
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("the import child failed: {text}").into());
+    }
+    Ok((serde_json::from_str(text.trim())?, wall))
+}
+
+/// The floor any loader has on this server, in seconds: the same rows binary-COPied, in one
+/// statement, into the app's empty students table of a fresh database, nothing checked or read.
+async fn copy_floor(
+    admin_url: &str,
+    name: &str,
+    records: &[(u32, spreadsheet::StudentRecord)],
+) -> Result<f64, Failure> {
+    use tokio_postgres::types::{ToSql, Type};
+    let url = fresh_database(admin_url, name).await?;
+    let mut client = DatabaseSettings::parse(&url)?.connect().await?;
+    let school: uuid::Uuid = client
+        .query_one("SELECT id FROM schools", &[])
+        .await?
+        .get(0);
+    let started = Instant::now();
+    let tx = client.transaction().await?;
+    let sink = tx
+        .copy_in(
+            "COPY students (id, registration_no, email, full_name, school_id, phone, date_of_birth, pincode,
+                            address, program_name, batch, qr_code_token, password_hash)
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    let mut writer = Box::pin(tokio_postgres::binary_copy::BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::UUID,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::UUID,
+            Type::TEXT,
+            Type::DATE,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT4,
+            Type::TEXT,
+            Type::TEXT,
+        ],
+    ));
+    let token = "x".repeat(150);
+    for (_, r) in records {
+        writer
+            .as_mut()
+            .write(&[
+                &uuid::Uuid::now_v7() as &(dyn ToSql + Sync),
+                &r.registration_no.as_str(),
+                &r.email.value().map(|e| e.as_str()),
+                &r.full_name,
+                &school,
+                &r.phone.value().map(|p| p.as_str()),
+                &r.date_of_birth,
+                &r.pincode.as_str(),
+                &r.address.as_deref(),
+                &r.program_name.as_deref(),
+                &r.batch.value(),
+                &token,
+                &"!",
+            ])
+            .await?;
+    }
+    writer.as_mut().finish().await?;
+    tx.commit().await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// Deletes the bench's bucket and everything in it (the uploads and the import's reports), as

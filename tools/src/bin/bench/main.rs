@@ -2,7 +2,8 @@
 //!
 //!   bench warm [--students N] [--stalls N]   the warmer end to end (default 25000 + 200)
 //!   bench render [--count N]                  QR encoders and PNG settings, per core
-//!   bench import [--rows N]                   a students .xlsx imported end to end (default 100000)
+//!   bench import [--rows N] [--repeat N]      a students .xlsx imported end to end (default 100000),
+//!                                             and N rounds of the import against its COPY floor
 //!   bench http [--requests N]                 the API handler in-process: QR hits and misses (default 10000)
 //!   bench rotating [--students N] [--prewarm-only]
 //!                                             rotating QRs: one window's pre-warm, the route's hits,
@@ -75,7 +76,7 @@ async fn run(args: Vec<String>) -> ExitCode {
         Some("coldstart") => coldstart::run(&args).await,
         Some("import-child") => import::child(&args).await,
         _ => {
-            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N] | bench http [--requests N] | bench rotating [--students N] [--prewarm-only] | bench shards [--students N] | bench coldstart [--runs N]");
+            eprintln!("usage: bench warm [--students N] [--stalls N] | bench render [--count N] | bench import [--rows N] [--repeat N] | bench http [--requests N] | bench rotating [--students N] [--prewarm-only] | bench shards [--students N] | bench coldstart [--runs N]");
             return ExitCode::from(2);
         }
     };
