@@ -73,6 +73,12 @@ async fn a_students_template_with_good_and_bad_rows_partially_succeeds() {
     );
     assert_eq!(report.sheet.as_deref(), Some("Students"));
     assert_eq!(report.header_row, Some(2));
+    // Getting the file is its own stage, not counted in the load.
+    let t = &report.timings;
+    assert!(
+        t.download_ms > 0.0 && t.parse_ms > 0.0 && t.load_ms >= 0.0,
+        "{t:?}"
+    );
     let reasons: Vec<(u32, String)> = report
         .rejected
         .iter()

@@ -96,6 +96,8 @@ impl From<Error> for Halt {
 struct Processed {
     parsed: ParsedFile,
     loaded: Loaded,
+    /// Getting the file from the bucket.
+    download_ms: f64,
     parse_ms: f64,
     /// The file, kept to read again the cells of rows the database refused.
     bytes: Vec<u8>,
@@ -409,6 +411,7 @@ impl Importer<'_> {
         options: ImportOptions,
     ) -> Result<Processed, Halt> {
         let settings = self.settings;
+        let download_started = Instant::now();
         let bytes = match self
             .storage
             .get(bucket, key, version_id, settings.limits.max_bytes)
@@ -420,6 +423,7 @@ impl Importer<'_> {
             }
             Err(error) => return Err(Halt::Failed(Error::Storage(error))),
         };
+        let download_ms = ms(download_started);
         let started = Instant::now();
         let secret = self.jwt_secret;
         let mut loader =
@@ -476,6 +480,7 @@ impl Importer<'_> {
         Ok(Processed {
             parsed,
             loaded: loader.finish(),
+            download_ms,
             parse_ms,
             bytes,
             format,
@@ -520,8 +525,9 @@ impl Importer<'_> {
         .await;
         let (counts, status, error, touched) = match processed {
             Ok(mut processed) => {
+                report.timings.download_ms = processed.download_ms;
                 report.timings.parse_ms = processed.parse_ms;
-                report.timings.load_ms = ms(started) - processed.parse_ms;
+                report.timings.load_ms = ms(started) - processed.download_ms - processed.parse_ms;
                 let (counts, status, error) = tally(&processed.parsed, &processed.loaded);
                 let rejected = all_rejected(&mut processed, &self.settings.limits).await;
                 let Processed {

@@ -138,9 +138,9 @@ impl RejectedFile {
 /// Rejected rows listed in the `imports` row and in the function's response; the report has all.
 pub(super) const REJECTED_LISTED: usize = 20;
 
-/// Milliseconds per stage. Stages follow one another, so they add up to the whole: the rows
-/// are loaded while the file is read, so `parse_ms` includes loading all but the last rows,
-/// and `load_ms` is what is left after the last row was read, and the commit.
+/// Milliseconds per stage. Stages follow one another, so they add up to the whole: getting the
+/// file from the bucket, then reading it while its rows are loaded (`parse_ms` includes loading
+/// all but the last rows), then `load_ms`, what is left after the last row was read.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Timings {
     pub download_ms: f64,
