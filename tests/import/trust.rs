@@ -61,6 +61,19 @@ impl World {
         (0..4).map(|i| row.get(i)).collect()
     }
 
+    /// A rule of the app's database that validation does not know: no student named
+    /// "Refused Here" (rows already stored are not checked).
+    async fn refuse_the_name_refused_here(&self) {
+        self.db
+            .client()
+            .await
+            .batch_execute(
+                "ALTER TABLE students ADD CONSTRAINT chk_test_name CHECK (full_name <> 'Refused Here') NOT VALID",
+            )
+            .await
+            .unwrap();
+    }
+
     async fn event(&self, code: &str) -> uuid::Uuid {
         self.db
             .client()
@@ -419,16 +432,7 @@ async fn csv_rows_are_numbered_as_a_spreadsheet_shows_them() {
 #[tokio::test]
 async fn control_characters_and_values_only_postgres_refuses_reject_their_row_only() {
     let world = World::new().await;
-    // A rule of the app's database that validation does not know.
-    world
-        .db
-        .client()
-        .await
-        .batch_execute(
-            "ALTER TABLE students ADD CONSTRAINT chk_test_name CHECK (full_name <> 'Refused Here')",
-        )
-        .await
-        .unwrap();
+    world.refuse_the_name_refused_here().await;
     let report = imported(
         world
             .upload_and_import(
@@ -497,15 +501,7 @@ async fn an_update_only_postgres_refuses_rejects_its_row_while_the_others_load()
             )
             .await,
     );
-    world
-        .db
-        .client()
-        .await
-        .batch_execute(
-            "ALTER TABLE students ADD CONSTRAINT chk_test_name CHECK (full_name <> 'Refused Here') NOT VALID",
-        )
-        .await
-        .unwrap();
+    world.refuse_the_name_refused_here().await;
     // Two updates and one insert in one chunk: the second update breaks the app's rule.
     let report = imported(
         world
