@@ -386,12 +386,16 @@ async fn under_savepoint<'b>(
     )
     .await;
     set.map_err(|e| Error::postgres(context, e))?;
-    match written {
-        Ok(ids) => {
+    match (written, released) {
+        (Ok(ids), released) => {
             released.map_err(|e| Error::postgres(context, e))?;
             Ok(Ok(ids))
         }
-        Err(error) => Ok(Err(error)),
+        // The write failed before the server saw it (the transaction is not aborted): the
+        // RELEASE went through, there is no savepoint to go back to, and the write's own error
+        // is what to report.
+        (Err(error), Ok(())) => Err(Error::postgres(context, error)),
+        (Err(error), Err(_)) => Ok(Err(error)),
     }
 }
 
@@ -639,9 +643,9 @@ pub struct Loader<'a> {
     issued_at: i64,
     /// The ids of new rows.
     ids: IdSequence,
-    /// The COPY of new rows, prepared at the first chunk that has some: preparing it for each
-    /// chunk cost a round trip each.
-    copy: Option<Statement>,
+    /// The COPY of new rows (its text and the prepared statement), prepared at the first chunk
+    /// that has some: preparing it for each chunk cost a round trip each.
+    copy: Option<(&'static str, Statement)>,
     loaded: Loaded,
 }
 
@@ -721,17 +725,19 @@ impl<'a> Loader<'a> {
         self.loaded
     }
 
-    /// The prepared COPY statement `sql` (one loader copies into one table).
-    async fn copy_statement(&mut self, sql: &str) -> Result<Statement, Error> {
-        if let Some(copy) = &self.copy {
-            return Ok(copy.clone());
+    /// The prepared COPY statement `sql`.
+    async fn copy_statement(&mut self, sql: &'static str) -> Result<Statement, Error> {
+        if let Some((prepared, copy)) = &self.copy {
+            if *prepared == sql {
+                return Ok(copy.clone());
+            }
         }
         let copy = self
             .client
             .prepare(sql)
             .await
             .map_err(|e| Error::postgres("preparing the load", e))?;
-        self.copy = Some(copy.clone());
+        self.copy = Some((sql, copy.clone()));
         Ok(copy)
     }
 
@@ -1106,11 +1112,15 @@ impl<'a> Loader<'a> {
                 token: token::stall_token(self.jwt_secret, &planned.key)?,
             });
         }
-        let copy = self.copy_statement(COPY_STALLS).await?;
-        let (inserted, refused) = isolating(client, &new, "inserting new stalls", |rows| {
-            copy_stalls(client, &copy, rows)
-        })
-        .await?;
+        let (inserted, refused) = if new.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let copy = self.copy_statement(COPY_STALLS).await?;
+            isolating(client, &new, "inserting new stalls", |rows| {
+                copy_stalls(client, &copy, rows)
+            })
+            .await?
+        };
         let new_planned: Vec<&Planned<StallColumns>> = new.iter().map(|row| row.planned).collect();
         self.refused(&new_planned, refused, Field::StallNumber);
         let updates: Vec<&Planned<StallColumns>> = changed.iter().map(|&i| &planned[i]).collect();
