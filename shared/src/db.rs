@@ -245,8 +245,8 @@ impl Database {
         }
     }
 
-    /// Forgets the kept connection if it is `client`.
-    async fn forget(&self, client: &Arc<Client>) {
+    /// Forgets the kept connection if it is `client`: the next call connects afresh.
+    pub async fn forget(&self, client: &Arc<Client>) {
         let mut slot = self.client.lock().await;
         if slot
             .as_ref()

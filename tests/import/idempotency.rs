@@ -284,3 +284,71 @@ async fn a_run_failed_on_s3_says_why_until_its_retry_finishes_it() {
     let (status, last_error): (String, Option<String>) = (row.get(0), row.get(1));
     assert_eq!((status.as_str(), last_error), ("succeeded", None));
 }
+
+#[tokio::test]
+async fn a_copy_the_database_refuses_before_it_starts_leaves_the_kept_connection_usable() {
+    let world = World::new().await;
+    let event = upload_list(&world).await;
+    // A role that may read the students but not add any: the COPY is refused when it is
+    // executed, before copy mode starts, which tokio-postgres answers with one ReadyForQuery
+    // too many.
+    let role = format!("qr_no_insert_{}", world.db.name);
+    let client = world.db.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT SELECT, INSERT, UPDATE ON imports, schools, events TO {role};
+             GRANT SELECT, UPDATE ON students TO {role};"
+        ))
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&world.db.url).unwrap();
+    url.set_username(&role).unwrap();
+    let limited = Clients {
+        db: shared::db::Database::new(shared::db::DatabaseSettings::parse(url.as_str()).unwrap()),
+        ..instance_with(&world, world.clients.storage.clone())
+    };
+    let failed = handle(
+        LambdaEvent::new(
+            serde_json::from_value(event.clone()).unwrap(),
+            Context::default(),
+        ),
+        &limited,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        failed
+            .error_message
+            .contains("permission denied for table students"),
+        "{failed:?}"
+    );
+    // The failure is recorded, and the same instance's next statements get their own answers.
+    let row = client
+        .query_one("SELECT status, last_error FROM imports", &[])
+        .await
+        .unwrap();
+    let (status, last_error): (String, Option<String>) = (row.get(0), row.get(1));
+    assert_eq!(status, "processing");
+    assert!(
+        last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("permission denied for table students")),
+        "the failure was not recorded: {last_error:?}"
+    );
+    let kept = limited.db.client().await.unwrap();
+    for n in 1..=3_i32 {
+        let answer: i32 = kept
+            .query_one("SELECT $1::int4 * 10", &[&n])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(answer, n * 10);
+    }
+    drop(kept);
+    drop(limited);
+    client
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .unwrap();
+}

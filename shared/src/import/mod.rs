@@ -225,9 +225,26 @@ impl Importer<'_> {
             }
             Err(Halt::Failed(error)) => {
                 report::failed_run_metrics().emit();
+                // A statement the server refused can leave tokio-postgres one answer out of
+                // step with it: a COPY refused before copy mode starts is answered with one
+                // ReadyForQuery too many, and each later statement would read the answer meant
+                // for the one before. That connection is not kept; the failure is recorded on
+                // a new one.
+                let recorder = match &error {
+                    Error::Postgres { .. } => {
+                        self.db.forget(&client).await;
+                        drop(client);
+                        self.db.client().await
+                    }
+                    _ => Ok(client),
+                };
                 // The transaction rolled back and released the claim: Lambda's retry takes it
                 // over at once. Until then the status page says why.
-                if let Err(recording) = claim::record_failure(&client, id, &error).await {
+                let recorded = match recorder {
+                    Ok(recorder) => claim::record_failure(&recorder, id, &error).await,
+                    Err(connecting) => Err(connecting),
+                };
+                if let Err(recording) = recorded {
                     tracing::warn!(import_id = %id, error = %recording, "the failure could not be recorded");
                 }
                 return Err(error);
