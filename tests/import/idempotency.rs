@@ -48,6 +48,27 @@ fn instance_with(world: &World, storage: Storage) -> Clients {
     }
 }
 
+/// Runs the handler of `clients` on `event`, as Lambda would.
+async fn deliver_to(
+    clients: &Clients,
+    event: serde_json::Value,
+) -> Result<Vec<import_spreadsheet::RecordOutcome>, lambda_runtime::Diagnostic> {
+    handle(
+        LambdaEvent::new(serde_json::from_value(event).unwrap(), Context::default()),
+        clients,
+    )
+    .await
+}
+
+/// The status and last error of the test's one import.
+async fn status_of_the_import(client: &tokio_postgres::Client) -> (String, Option<String>) {
+    let row = client
+        .query_one("SELECT status, last_error FROM imports", &[])
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 #[tokio::test]
 async fn a_redelivered_event_returns_the_earlier_outcome_and_changes_nothing() {
     let world = World::new().await;
@@ -97,12 +118,7 @@ async fn two_deliveries_at_once_import_once() {
         )))
     };
     let deliver = |clients: &'static Clients, event: serde_json::Value| async move {
-        handle(
-            LambdaEvent::new(serde_json::from_value(event).unwrap(), Context::default()),
-            clients,
-        )
-        .await
-        .unwrap()
+        deliver_to(clients, event).await.unwrap()
     };
     let (a, b) = tokio::join!(
         deliver(instance(), event.clone()),
@@ -252,23 +268,11 @@ async fn a_run_failed_on_s3_says_why_until_its_retry_finishes_it() {
         &world,
         Storage::with_client(aws_sdk_s3::Client::from_conf(unreachable)),
     );
-    let failed = handle(
-        LambdaEvent::new(
-            serde_json::from_value(event.clone()).unwrap(),
-            Context::default(),
-        ),
-        &cut_off,
-    )
-    .await
-    .unwrap_err();
+    let failed = deliver_to(&cut_off, event.clone()).await.unwrap_err();
     assert_eq!(failed.error_type, "StorageError");
 
     let client = world.db.client().await;
-    let row = client
-        .query_one("SELECT status, last_error FROM imports", &[])
-        .await
-        .unwrap();
-    let (status, last_error): (String, Option<String>) = (row.get(0), row.get(1));
+    let (status, last_error) = status_of_the_import(&client).await;
     assert_eq!(status, "processing");
     let last_error = last_error.unwrap();
     assert!(
@@ -277,11 +281,7 @@ async fn a_run_failed_on_s3_says_why_until_its_retry_finishes_it() {
     );
 
     world.deliver(event).await.unwrap();
-    let row = client
-        .query_one("SELECT status, last_error FROM imports", &[])
-        .await
-        .unwrap();
-    let (status, last_error): (String, Option<String>) = (row.get(0), row.get(1));
+    let (status, last_error) = status_of_the_import(&client).await;
     assert_eq!((status.as_str(), last_error), ("succeeded", None));
 }
 
@@ -308,15 +308,7 @@ async fn a_copy_the_database_refuses_before_it_starts_leaves_the_kept_connection
         db: shared::db::Database::new(shared::db::DatabaseSettings::parse(url.as_str()).unwrap()),
         ..instance_with(&world, world.clients.storage.clone())
     };
-    let failed = handle(
-        LambdaEvent::new(
-            serde_json::from_value(event.clone()).unwrap(),
-            Context::default(),
-        ),
-        &limited,
-    )
-    .await
-    .unwrap_err();
+    let failed = deliver_to(&limited, event.clone()).await.unwrap_err();
     assert!(
         failed
             .error_message
@@ -324,11 +316,7 @@ async fn a_copy_the_database_refuses_before_it_starts_leaves_the_kept_connection
         "{failed:?}"
     );
     // The failure is recorded, and the same instance's next statements get their own answers.
-    let row = client
-        .query_one("SELECT status, last_error FROM imports", &[])
-        .await
-        .unwrap();
-    let (status, last_error): (String, Option<String>) = (row.get(0), row.get(1));
+    let (status, last_error) = status_of_the_import(&client).await;
     assert_eq!(status, "processing");
     assert!(
         last_error
