@@ -391,9 +391,10 @@ async fn under_savepoint<'b>(
             released.map_err(|e| Error::postgres(context, e))?;
             Ok(Ok(ids))
         }
-        // The write failed before the server saw it (the transaction is not aborted): the
-        // RELEASE went through, there is no savepoint to go back to, and the write's own error
-        // is what to report.
+        // The write failed, yet the RELEASE was answered as done: the server never saw the
+        // write, or tokio-postgres took a stray answer for the RELEASE's (it answers a COPY
+        // refused before copy mode with one ReadyForQuery too many). Either way no savepoint
+        // can be trusted, and the write's own error is what to report.
         (Err(error), Ok(())) => Err(Error::postgres(context, error)),
         (Err(error), Err(_)) => Ok(Err(error)),
     }
